@@ -1,0 +1,37 @@
+# The two README commands are `make run` and `make test`; both install first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+APT_PACKAGES := libcairo2 fonts-dejavu-core
+STAMP := .install.stamp
+
+.PHONY: install run test test-slow bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	fi
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[all]'
+	@touch $(STAMP)
+
+run: install
+	$(PYTHON) -m benchmarks.run_baselines
+
+test: install
+	SDL_VIDEODRIVER=dummy $(PYTHON) -m pytest -q -n 2 --timeout 600
+
+test-slow: install
+	SDL_VIDEODRIVER=dummy $(PYTHON) -m pytest -q -m slow --timeout 1800
+
+bench: install
+	$(PYTHON) -m benchmarks.throughput
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+clean:
+	rm -f $(STAMP)

@@ -1,0 +1,62 @@
+"""Small image utilities shared by families (PIL/numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def as_uint8_rgb(image: np.ndarray | Image.Image) -> np.ndarray:
+    """A C-contiguous uint8 HxWx3 copy of a PIL image or an array (gray and RGBA accepted)."""
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr * 255.0 if arr.dtype.kind == "f" else arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+        arr = np.rint(arr[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """Resize an RGB uint8 image with PIL (box filter when shrinking, bicubic when growing)."""
+    width = height if width is None else width
+    if image.shape[:2] == (height, width):
+        return image.copy()
+    shrinking = height < image.shape[0]
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((width, height), resample), dtype=np.uint8).copy()
+
+
+def side_by_side(images: list[np.ndarray], gap: int = 4, fill: int = 128) -> np.ndarray:
+    """Concatenate same-height images horizontally with a ``gap``-pixel separator."""
+    height = max(im.shape[0] for im in images)
+    parts: list[np.ndarray] = []
+    for i, im in enumerate(images):
+        if i:
+            parts.append(np.full((height, gap, 3), fill, dtype=np.uint8))
+        if im.shape[0] < height:
+            pad = np.full((height - im.shape[0], im.shape[1], 3), fill, dtype=np.uint8)
+            im = np.concatenate([im, pad], axis=0)
+        parts.append(im)
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font (no system font needed)."""
+    return ImageFont.load_default(size=size)
+
+
+def draw_text_boxes(image: np.ndarray, labels: list[tuple[int, int, str]], size: int) -> np.ndarray:
+    """Draw each ``(x, y, text)`` label on a white box with a black border; returns a new array."""
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    fnt = font(size)
+    for x, y, text in labels:
+        left, top, right, bottom = draw.textbbox((x, y), text, font=fnt)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(255, 255, 255), outline=(0, 0, 0))
+        draw.text((x, y), text, fill=(0, 0, 0), font=fnt)
+    return np.asarray(pil, dtype=np.uint8).copy()

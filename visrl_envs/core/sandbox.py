@@ -1,0 +1,229 @@
+"""A persistent, resource-limited worker process for untrusted rendering.
+
+Renderers parse hostile input (agent-written SVG, user files). They run in a separate Python process
+that is started once and reused across steps and episodes (a spawn costs 0.3-1.2 s), with:
+
+- an address-space limit (``RLIMIT_AS``), no file writes (``RLIMIT_FSIZE=0``), few descriptors;
+- an audit hook that refuses, after start-up, every Python-level ``open`` outside the interpreter's
+  and the package's own directories, every socket, subprocess and ``urllib`` request;
+- a wall timeout per call: past it the worker is killed (SIGKILL, reaped) and respawned lazily;
+- the parent's death kills it (``PR_SET_PDEATHSIG``), so no orphan outlives a crashed trainer.
+
+Why not ``multiprocessing``: its spawn start method re-imports the user's ``__main__`` (a script without
+an ``if __name__ == "__main__"`` guard would run again in the worker) and fork is unsafe beside
+threads (torch, Playwright). A plain ``subprocess`` with a length-prefixed pickle protocol over two
+pipes has neither problem. Only our own worker writes the pickles we load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+_HEADER = struct.Struct(">Q")
+_MAX_MESSAGE = 1 << 30
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not complete a call."""
+
+
+class SandboxTimeout(SandboxError):
+    """The call ran past its wall timeout; the worker was killed."""
+
+
+class SandboxCrash(SandboxError):
+    """The worker died during the call (memory limit, segfault, killed)."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The worker could not be started or answered garbage (an infrastructure failure)."""
+
+
+class SandboxCallError(SandboxError):
+    """The function raised inside the worker; ``kind`` is the exception's type name."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one worker process."""
+
+    memory_bytes: int = 1 << 30
+    timeout_s: float = 10.0
+    open_files: int = 64
+    startup_timeout_s: float = 60.0
+
+
+def _write_message(fd: int, obj: Any) -> None:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    data = _HEADER.pack(len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks: list[bytes] = []
+    remaining = n
+    while remaining:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_message(fd: int, deadline: float | None) -> Any:
+    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    if length > _MAX_MESSAGE:
+        raise EOFError("oversized message")
+    return pickle.loads(_read_exact(fd, length, deadline))
+
+
+class SandboxWorker:
+    """One persistent worker process; ``call("pkg.module:function", *args)`` runs there.
+
+    ``preload`` names modules imported before the audit hook closes the file system, so that their
+    import-time file access (shared libraries, data files) is allowed and calls pay none of it.
+    The worker starts on the first call, in the process that makes it (safe to pickle and to fork).
+    """
+
+    def __init__(self, limits: SandboxLimits | None = None, preload: tuple[str, ...] = ()) -> None:
+        self.limits = limits or SandboxLimits()
+        self.preload = preload
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._to_child = -1
+        self._from_child = -1
+        self._owner_pid = -1
+        self.spawn_count = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._owner_pid == os.getpid() else None
+
+    def _start(self) -> None:
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        config = {"memory": self.limits.memory_bytes, "files": self.limits.open_files, "preload": self.preload}
+        cmd = [sys.executable, "-m", "visrl_envs.core._sandbox_child", str(child_read), str(child_write)]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(sys.path)}
+        for key in ("LANG", "LC_ALL", "FONTCONFIG_PATH", "FONTCONFIG_FILE", "HOME"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                pass_fds=(child_read, child_write),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=None if os.environ.get("VISRL_SANDBOX_DEBUG") else subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as err:
+            for fd in (parent_read, child_write, child_read, parent_write):
+                os.close(fd)
+            raise SandboxUnavailable(f"cannot start sandbox worker: {err}") from err
+        os.close(child_read)
+        os.close(child_write)
+        self._proc, self._to_child, self._from_child = proc, parent_write, parent_read
+        self._owner_pid = os.getpid()
+        self.spawn_count += 1
+        try:
+            _write_message(self._to_child, config)
+            ready = _read_message(self._from_child, time.monotonic() + self.limits.startup_timeout_s)
+        except (TimeoutError, EOFError, OSError, pickle.UnpicklingError) as err:
+            self._kill()
+            raise SandboxUnavailable(f"sandbox worker failed to start ({type(err).__name__})") from err
+        if ready != ("ready", None):
+            self._kill()
+            raise SandboxUnavailable(f"sandbox worker failed to start: {ready!r}")
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        for fd in (self._to_child, self._from_child):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._to_child = self._from_child = -1
+        if proc is not None and self._owner_pid == os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def close(self) -> None:
+        """Stop the worker (idempotent); the next call starts a new one."""
+        if self._proc is not None and self._owner_pid != os.getpid():
+            # Inherited across fork: the process belongs to our parent; only drop our copies.
+            self._proc = None
+            self._to_child = self._from_child = -1
+            return
+        self._kill()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limits": self.limits, "preload": self.preload}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limits"], state["preload"])  # type: ignore[misc]
+
+    # -- calls --------------------------------------------------------------------------------
+    def call(self, function: str, *args: Any, timeout_s: float | None = None) -> Any:
+        """Run ``function`` (``"module:name"``) on ``args`` in the worker and return its result.
+
+        Raises :class:`SandboxCallError` when the function raised, :class:`SandboxTimeout` or
+        :class:`SandboxCrash` when the worker had to be killed or died (it is respawned on the next
+        call), and :class:`SandboxUnavailable` when no worker could be started.
+        """
+        if self._proc is not None and self._owner_pid != os.getpid():
+            self.close()
+        if self._proc is None:
+            self._start()
+        timeout = self.limits.timeout_s if timeout_s is None else timeout_s
+        try:
+            _write_message(self._to_child, (function, args))
+            status, value = _read_message(self._from_child, time.monotonic() + timeout)
+        except TimeoutError:
+            self._kill()
+            raise SandboxTimeout(f"took longer than {timeout:g} s") from None
+        except (EOFError, OSError, pickle.UnpicklingError, struct.error):
+            code = self._proc.poll() if self._proc is not None else None
+            self._kill()
+            raise SandboxCrash(_describe_exit(code)) from None
+        if status == "ok":
+            return value
+        kind, message = value
+        raise SandboxCallError(kind, message)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker stopped answering"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        return f"worker killed by {name}"
+    return f"worker exited with code {code}"

@@ -1,0 +1,123 @@
+"""Photos for jigsaw boards: what installed packages ship, or the user's own files.
+
+Nothing is downloaded. The built-in pool comes from scikit-image's, scikit-learn's and matplotlib's
+bundled sample images, fixed into a train and a disjoint test list. ``low_texture`` images (repetitive
+textures, flat scenes) are the ambiguous boards JigShape warns about; difficulty 3 mixes them in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from visrl_envs.core.images import as_uint8_rgb
+
+#: Longest side kept in memory; boards are at most a few hundred pixels.
+MAX_SIDE = 640
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _package_dir(module: str, *parts: str) -> Path:
+    mod = __import__(module, fromlist=["__file__"])
+    return Path(os.path.dirname(mod.__file__), *parts)
+
+
+def _builtin_paths() -> dict[str, Path]:
+    sk = _package_dir("skimage", "data")
+    return {
+        "astronaut": sk / "astronaut.png",
+        "chelsea": sk / "chelsea.png",
+        "coffee": sk / "coffee.png",
+        "rocket": sk / "rocket.jpg",
+        "hubble": sk / "hubble_deep_field.jpg",
+        "motorcycle": sk / "motorcycle_left.png",
+        "retina": sk / "retina.jpg",
+        "ihc": sk / "ihc.png",
+        "camera": sk / "camera.png",
+        "coins": sk / "coins.png",
+        "china": _package_dir("sklearn", "datasets", "images") / "china.jpg",
+        "flower": _package_dir("sklearn", "datasets", "images") / "flower.jpg",
+        "grace_hopper": _package_dir("matplotlib", "mpl-data", "sample_data") / "grace_hopper.jpg",
+        "brick": sk / "brick.png",
+        "grass": sk / "grass.png",
+        "gravel": sk / "gravel.png",
+        "moon": sk / "moon.png",
+        "page": sk / "page.png",
+    }
+
+
+TRAIN_PHOTOS = ("astronaut", "chelsea", "hubble", "motorcycle", "retina", "camera", "coins", "china", "grace_hopper")
+TEST_PHOTOS = ("coffee", "rocket", "ihc", "flower")
+TRAIN_LOW_TEXTURE = ("brick", "grass", "moon")
+TEST_LOW_TEXTURE = ("gravel", "page")
+
+
+@dataclass(frozen=True)
+class PhotoPool:
+    """Photos of one split: ``regular`` always used, ``low_texture`` mixed in at high difficulty."""
+
+    regular: tuple[np.ndarray, ...]
+    low_texture: tuple[np.ndarray, ...]
+
+
+def load_photo(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB, shrunk so its longest side is at most :data:`MAX_SIDE`.
+
+    ``PIL.Image.MAX_IMAGE_PIXELS`` stays on, so decompression bombs are refused.
+    """
+    with Image.open(path) as im:
+        im.draft("RGB", (MAX_SIDE, MAX_SIDE))
+        im = im.convert("RGB")
+        scale = MAX_SIDE / max(im.size)
+        if scale < 1:
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BOX)
+        return as_uint8_rgb(im)
+
+
+@cache
+def builtin_pool(split: str) -> PhotoPool:
+    """The built-in photos of ``split`` (loaded once per process)."""
+    paths = _builtin_paths()
+    regular, low = (TRAIN_PHOTOS, TRAIN_LOW_TEXTURE) if split == "train" else (TEST_PHOTOS, TEST_LOW_TEXTURE)
+    return PhotoPool(tuple(load_photo(paths[n]) for n in regular), tuple(load_photo(paths[n]) for n in low))
+
+
+def user_pool(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> PhotoPool:
+    """Photos from files or directories given by the user (used for both splits)."""
+    items = [images] if isinstance(images, str | os.PathLike) else list(images)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no image file or directory at {path}")
+    if not files:
+        raise ValueError(f"no image files found in {items}")
+    return PhotoPool(tuple(load_photo(f) for f in files), ())
+
+
+def augment(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop (50-100% of the short side), resized to ``size``, maybe mirrored, with
+    brightness/contrast/saturation jitter of up to 15%."""
+    height, width = photo.shape[:2]
+    side = int(min(height, width) * rng.uniform(0.5, 1.0))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    crop = Image.fromarray(photo[top : top + side, left : left + side])
+    out = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    brightness, contrast, saturation = rng.uniform(0.85, 1.15, size=3)
+    gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out = gray[:, :, None] + saturation * (out - gray[:, :, None])
+    out = (out - gray.mean()) * contrast + gray.mean() * brightness
+    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))

@@ -1,0 +1,89 @@
+"""The one registration table of visrl: every env id, its entry point, step cap and tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered id. ``max_episode_steps`` is the ``TimeLimit`` cap: an upper bound of the env's
+    own horizon (``env.unwrapped.horizon``), which depends on interface and difficulty."""
+
+    id: str
+    entry_point: str
+    family: str
+    max_episode_steps: int
+    summary: str
+    tags: tuple[str, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    interfaces: tuple[str, ...] = ("text", "numeric")
+
+
+REGISTRY: tuple[EnvEntry, ...] = (
+    EnvEntry(
+        "visrl/SvgRender-v0",
+        "visrl_envs.envs.svg.env:SvgRenderEnv",
+        "svg",
+        64,
+        "write SVG code that reproduces a target image; multi-turn rendering feedback",
+        ("code", "rendering-feedback", "multi-turn"),
+    ),
+    EnvEntry(
+        "visrl/Jigsaw-v0",
+        "visrl_envs.envs.jigsaw.env:JigsawSwapEnv",
+        "jigsaw",
+        128,
+        "restore a shuffled photo by swapping tiles, one swap per turn",
+        ("tool-calls", "multi-turn", "photos"),
+    ),
+    EnvEntry(
+        "visrl/JigsawFull-v0",
+        "visrl_envs.envs.jigsaw.env:JigsawFullEnv",
+        "jigsaw",
+        3,
+        "answer the original position of every tile of a shuffled photo",
+        ("answer", "single-turn", "photos"),
+    ),
+    EnvEntry(
+        "visrl/JigsawPair-v0",
+        "visrl_envs.envs.jigsaw.env:JigsawPairEnv",
+        "jigsaw",
+        3,
+        "answer the original relative position of two tiles",
+        ("answer", "single-turn", "photos"),
+    ),
+)
+
+
+def register_all() -> None:
+    """Register every entry with Gymnasium (idempotent)."""
+    for entry in REGISTRY:
+        if entry.id not in gym.registry:
+            gym.register(
+                id=entry.id,
+                entry_point=entry.entry_point,
+                max_episode_steps=entry.max_episode_steps,
+                kwargs=dict(entry.kwargs),
+                disable_env_checker=False,
+            )
+
+
+def entry(env_id: str) -> EnvEntry:
+    for e in REGISTRY:
+        if e.id == env_id:
+            return e
+    raise KeyError(f"{env_id} is not a visrl env; known: {[e.id for e in REGISTRY]}")
+
+
+def markdown_table() -> str:
+    """The README's env table, generated from :data:`REGISTRY`."""
+    rows = ["| id | family | interfaces | step cap | tags | task |", "|---|---|---|---|---|---|"]
+    for e in REGISTRY:
+        rows.append(
+            f"| `{e.id}` | {e.family} | {', '.join(e.interfaces)} | {e.max_episode_steps} | {', '.join(e.tags)} | {e.summary} |"
+        )
+    return "\n".join(rows)
