@@ -129,12 +129,33 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
     def _close_backends(self) -> None:
         """Release renderers, workers, browsers (idempotent)."""
 
+    def _action_text(self, action: Any) -> str:
+        """The text form of a typed action (what an agent would write to do the same)."""
+        raise NotImplementedError
+
+    # -- sampling (random agents, tests) -----------------------------------------------------------
+    def sample_numeric_action(self, rng: np.random.Generator) -> Any:
+        """A uniformly random numeric action drawn from ``rng``."""
+        space = self.numeric_action_space
+        if isinstance(space, spaces.Discrete):
+            return np.int64(space.start + rng.integers(space.n))
+        if isinstance(space, spaces.MultiDiscrete):
+            return (rng.random(space.nvec.shape) * space.nvec).astype(space.dtype)
+        if isinstance(space, spaces.Box):
+            return rng.uniform(space.low, space.high).astype(space.dtype)
+        raise NotImplementedError(f"no sampler for {space}")
+
+    def sample_text_action(self, rng: np.random.Generator) -> str:
+        """A well-formed random text action: a random numeric action written as text."""
+        return self._action_text(self._decode_numeric(self.sample_numeric_action(rng)))
+
     tools: ToolSet = ToolSet([])
 
     # -- spaces ------------------------------------------------------------------------------
     def _set_spaces(
         self, text_image_shape: tuple[int, int, int], numeric_observation: spaces.Dict, numeric_action: spaces.Space
     ) -> None:
+        self.numeric_action_space = numeric_action
         if self.action_mode == "text":
             self.observation_space = spaces.Dict(
                 {

@@ -170,8 +170,8 @@ class ToolSet:
     def _parse_call(self, payload: str) -> ToolCall:
         try:
             call = json.loads(payload)
-        except (json.JSONDecodeError, RecursionError) as err:
-            msg = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, huge integers, deep nesting
+            msg = err.msg if isinstance(err, json.JSONDecodeError) else "too large or nested too deeply"
             raise ActionError(f"tool call is not valid JSON ({msg}): {quote(payload)}") from None
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
             raise ActionError('a tool call is a JSON object {"name": ..., "arguments": {...}}')

@@ -218,13 +218,12 @@ class JigsawSwapEnv(JigsawEnv):
             raise ValueError(f"swaps must be 'any' or 'adjacent', got {swaps!r}")
         self.swaps = swaps
         n = self.n_tiles
-        position = "position {} (1..%d)".replace("%d", str(n))
         self.tools = ToolSet(
             [
                 Tool(
                     "swap",
                     "exchange the tiles at two positions",
-                    (Arg("a", "int", position.format("a"), 1, n), Arg("b", "int", position.format("b"), 1, n)),
+                    (Arg("a", "int", f"position a (1..{n})", 1, n), Arg("b", "int", f"position b (1..{n})", 1, n)),
                 )
             ],
             answer_hint="<answer>done</answer> when the image is restored",
@@ -269,8 +268,8 @@ class JigsawSwapEnv(JigsawEnv):
             k = int(action)
         except (TypeError, ValueError):
             raise ActionError(f"numeric action must be an integer, got {action!r}") from None
-        if not 0 <= k < self.action_space.n:  # type: ignore[attr-defined]
-            raise ActionError(f"numeric action must be in [0, {self.action_space.n}), got {k}")  # type: ignore[attr-defined]
+        if not 0 <= k < self.numeric_action_space.n:  # type: ignore[attr-defined]
+            raise ActionError(f"numeric action must be in [0, {self.numeric_action_space.n}), got {k}")  # type: ignore[attr-defined]
         a, b = self.pairs[k]
         return ToolCall("swap", {"a": a + 1, "b": b + 1})
 
@@ -296,6 +295,9 @@ class JigsawSwapEnv(JigsawEnv):
 
     def _numeric_observation(self) -> dict[str, np.ndarray]:
         return {"image": self._board_image()}
+
+    def _action_text(self, action: ToolCall) -> str:
+        return tool_call_text(action.name, action.arguments)
 
     def _score(self) -> float:
         assert self.board is not None
@@ -435,7 +437,7 @@ class JigsawFullEnv(JigsawQuestionEnv):
             cleaned = cleaned.replace(ch, " ")
         tokens = cleaned.split()
         n = self.n_tiles
-        if not all(t.isdigit() for t in tokens):
+        if not all(t.isdigit() and len(t) <= 4 for t in tokens):
             raise ActionError(f"the answer must hold only position numbers 1..{n}")
         values = [int(t) for t in tokens]
         if len(values) != n or not all(1 <= v <= n for v in values):
@@ -467,9 +469,13 @@ class JigsawFullEnv(JigsawQuestionEnv):
     def _numeric_observation(self) -> dict[str, np.ndarray]:
         return {"image": self._board_image()}
 
+    def _action_text(self, action: list[int]) -> str:
+        assert self.board is not None
+        return answer_text(grid_string(self.board.rows, self.board.cols, [v + 1 for v in action]))
+
     def oracle_text(self) -> str:
         assert self.board is not None
-        return answer_text(grid_string(self.board.rows, self.board.cols, [int(v) + 1 for v in self.board.perm]))
+        return self._action_text([int(v) for v in self.board.perm])
 
 
 def connection_accuracy(predicted: np.ndarray, truth: np.ndarray, rows: int, cols: int) -> float:
@@ -632,5 +638,8 @@ class JigsawPairEnv(JigsawQuestionEnv):
         query[n + self.pair[1]] = 1.0
         return {"image": self._board_image(), "query": query}
 
+    def _action_text(self, choice: int) -> str:
+        return answer_text(chr(65 + self.letters_order.index(self._choice_directions()[choice])))
+
     def oracle_text(self) -> str:
-        return answer_text(chr(65 + self.letters_order.index(self.truth)))
+        return self._action_text(self._choice_directions().index(self.truth))

@@ -18,7 +18,7 @@ from visrl_envs.core.sandbox import SandboxError, SandboxLimits
 from visrl_envs.core.tools import ActionError, ToolSet, answer_text, extract_answer
 from visrl_envs.envs.svg.backend import MAX_SVG_BYTES, SvgRasterizer, SvgRenderError, gunzip_bounded, render_trusted
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
-from visrl_envs.envs.svg.generator import CANVAS, GRID, PALETTE, SHAPES, generate_svg, svg_document
+from visrl_envs.envs.svg.generator import CANVAS, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
 
 DEFAULT_SIZE = {"text": 256, "numeric": 64}
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
@@ -235,7 +235,7 @@ class SvgRenderEnv(VisualEnv):
         values = np.asarray(action).reshape(-1)
         if values.shape != (6,) or values.dtype.kind not in "iu":
             raise ActionError("numeric action must be 6 integers (shape, x0, y0, x1, y1, colour)")
-        nvec = self.action_space.nvec  # type: ignore[attr-defined]
+        nvec = self.numeric_action_space.nvec  # type: ignore[attr-defined]
         if (values < 0).any() or (values >= nvec).any():
             raise ActionError(f"numeric action out of range: {values.tolist()} vs {nvec.tolist()}")
         return tuple(int(v) for v in values)
@@ -304,6 +304,11 @@ class SvgRenderEnv(VisualEnv):
     def _render_frame(self) -> np.ndarray:
         assert self.target is not None
         return side_by_side([self.target, self.render_image])
+
+    def _action_text(self, action: tuple[int, ...]) -> str:
+        """A primitive as text: the current canvas program with the primitive added."""
+        body = "".join(primitive_svg(*p) for p in [*self.canvas.primitives, action])
+        return answer_text(svg_document(body))
 
     def oracle_text(self) -> str:
         """The hidden program, or for raster-only targets a 32 x 32 grid of rectangles approximating it."""
