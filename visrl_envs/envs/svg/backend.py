@@ -10,6 +10,7 @@ interface's primitives are trusted and drawn in-process (no IPC on the hot path)
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -31,7 +32,11 @@ MAX_ELEMENTS = 20_000
 MAX_EXPANDED = 50_000
 #: Cap on the decompressed size of a gzipped (``.svgz``) user file.
 MAX_GUNZIPPED = 4 * MAX_SVG_BYTES
+#: Largest root ``width``/``height`` accepted (the output size is forced anyway).
+MAX_DIMENSION = 16384
 _XLINK = "{http://www.w3.org/1999/xlink}href"
+_URL = re.compile(r"url\(\s*['\"]?([^'\")]*)", re.IGNORECASE)
+_NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)", re.IGNORECASE)
 
 
 class SvgInputError(ValueError):
@@ -77,6 +82,10 @@ def check_svg(data: bytes) -> None:
         raise SvgInputError(f"nesting deeper than {MAX_DEPTH} levels") from None
     if not root.tag.endswith("svg"):
         raise SvgInputError(f"the root element must be <svg>, got <{root.tag.split('}')[-1]}>")
+    for dimension in ("width", "height"):
+        match = _NUMBER.match(root.attrib.get(dimension, ""))
+        if match and abs(float(match.group(1))) > MAX_DIMENSION:
+            raise SvgInputError(f"root width/height above {MAX_DIMENSION} are not accepted")
     ids: dict[str, Any] = {}
     count = 0
     stack = [(root, 1)]
@@ -89,9 +98,33 @@ def check_svg(data: bytes) -> None:
             raise SvgInputError(f"more than {MAX_ELEMENTS} elements")
         if "id" in node.attrib:
             ids[node.attrib["id"]] = node
+        _check_references(node)
         stack.extend((child, depth + 1) for child in node)
     if _expanded_size(root, ids) > MAX_EXPANDED:
         raise SvgInputError(f"<use> references expand to more than {MAX_EXPANDED} elements")
+
+
+def _local(reference: str) -> bool:
+    ref = reference.strip().lower()
+    return ref.startswith("#") or ref.startswith("data:") or ref == ""
+
+
+def _check_references(node: Any) -> None:
+    """Refuse anything that points outside the document: only ``#fragment`` and ``data:`` URLs."""
+    for name, value in node.attrib.items():
+        if name in ("href", _XLINK) and not _local(value):
+            raise SvgInputError(
+                f"external reference {value[:60]!r} is not allowed; embed images as data: URLs"
+            )
+        for url in _URL.findall(value):
+            if not _local(url):
+                raise SvgInputError(f"external reference {url[:60]!r} is not allowed")
+    if node.tag.endswith("style") and node.text:
+        if "@import" in node.text.lower():
+            raise SvgInputError("external reference (@import) is not allowed in <style>")
+        for url in _URL.findall(node.text):
+            if not _local(url):
+                raise SvgInputError(f"external reference {url[:60]!r} is not allowed")
 
 
 def _expanded_size(root: Any, ids: dict[str, Any]) -> int:

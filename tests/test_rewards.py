@@ -1,0 +1,110 @@
+"""Pure metrics on hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visrl_envs.core.rewards import (
+    SimilarityWeights,
+    TargetSimilarity,
+    edge_iou,
+    format_gate,
+    length_score,
+    mse,
+    pixel_similarity,
+    psnr,
+    ssim,
+    to_gray,
+)
+
+
+def test_mse_and_pixel_similarity_black_vs_white() -> None:
+    black = np.zeros((4, 4, 3), np.uint8)
+    white = np.full((4, 4, 3), 255, np.uint8)
+    assert mse(black, white) == pytest.approx(1.0)
+    assert pixel_similarity(black, white) == pytest.approx(0.0)
+    assert pixel_similarity(white, white) == 1.0
+
+
+def test_mse_on_floats() -> None:
+    a = np.full((2, 2), 0.5, np.float32)
+    b = np.full((2, 2), 0.25, np.float32)
+    assert mse(a, b) == pytest.approx(0.0625)
+    assert pixel_similarity(a, b) == pytest.approx(0.75)
+
+
+def test_psnr() -> None:
+    a = np.zeros((2, 2), np.float32)
+    b = np.full((2, 2), 0.1, np.float32)  # mse 0.01 -> 20 dB
+    assert psnr(a, b) == pytest.approx(20.0, abs=1e-4)
+    assert psnr(a, a) == 100.0
+
+
+def test_gray_uses_bt709_weights() -> None:
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    assert to_gray(red)[0, 0] == pytest.approx(0.2125)
+
+
+def test_ssim_identity_and_inverse() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert ssim(image, image) == pytest.approx(1.0)
+    assert ssim(image, 255 - image) < 0
+
+
+def test_edge_iou_hand_computed() -> None:
+    a = np.zeros((5, 5), bool)
+    b = np.zeros((5, 5), bool)
+    a[2, 1] = a[2, 3] = True
+    b[2, 1] = True
+    assert edge_iou(a, b, tolerance=0) == pytest.approx(0.5)
+    assert edge_iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
+    # one pixel apart: 0 without tolerance, overlapping 3x3 blocks with it (6 shared of 12 in the union)
+    c = np.zeros((7, 7), bool)
+    d = np.zeros((7, 7), bool)
+    c[3, 2] = True
+    d[3, 3] = True
+    assert edge_iou(c, d, tolerance=0) == 0.0
+    assert edge_iou(c, d, tolerance=1) == pytest.approx(6 / 12)
+
+
+@pytest.mark.parametrize(
+    ("length", "reference", "expected"), [(100, 100, 1.0), (50, 100, 1.0), (150, 100, 0.5), (200, 100, 0.0), (900, 100, 0.0), (5, 0, 1.0)]
+)
+def test_length_score(length: int, reference: int, expected: float) -> None:
+    assert length_score(length, reference) == pytest.approx(expected)
+
+
+def test_format_gate() -> None:
+    assert format_gate(True, 0.7, -0.1) == 0.7
+    assert format_gate(False, 0.7, -0.1) == -0.1
+
+
+def test_target_similarity_matches_skimage_ssim() -> None:
+    rng = np.random.default_rng(1)
+    for size in (64, 100):
+        target = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        candidate = np.clip(target.astype(int) + rng.integers(-60, 60, target.shape), 0, 255).astype(np.uint8)
+        assert TargetSimilarity(target).ssim(candidate) == pytest.approx(ssim(candidate, target), abs=1e-6)
+
+
+def test_target_similarity_of_target_is_one() -> None:
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    terms = TargetSimilarity(target).terms(target)
+    assert terms == {"pixel": 1.0, "ssim": pytest.approx(1.0), "edge": 1.0, "similarity": pytest.approx(1.0)}
+
+
+def test_target_similarity_weighting() -> None:
+    target = np.full((64, 64, 3), 255, np.uint8)
+    target[16:48, 16:48] = 0
+    blank = np.full_like(target, 255)
+    t = TargetSimilarity(target, SimilarityWeights(pixel=1, ssim=0, edge=0)).terms(blank)
+    # a quarter of the pixels differ by 1 -> RMSE 0.5
+    assert t["pixel"] == pytest.approx(0.5)
+    assert t["similarity"] == pytest.approx(0.5)
+    assert t["edge"] == 0.0
+    with pytest.raises(ValueError):
+        SimilarityWeights(0, 0, 0).normalised()

@@ -1,0 +1,170 @@
+"""Hostile SVG (DESIGN.md section 4): each attempt ends as an action or env error within the timeout,
+reads nothing, fetches nothing, and leaves the env usable."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from PIL import Image
+
+NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+CANARY_RGB = (17, 203, 97)
+
+
+@pytest.fixture(scope="module")
+def canary_server() -> Iterator[tuple[int, list[str]]]:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], hits
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def canary_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("canary") / "canary.png"
+    Image.new("RGB", (64, 64), CANARY_RGB).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[gym.Env]:
+    e = gym.make("visrl/SvgRender-v0", size=64)
+    e.reset(seed=0)
+    yield e
+    e.close()
+
+
+def _svg(body: str, attrs: str = 'viewBox="0 0 256 256"') -> str:
+    return f"<svg {NS} {attrs}>{body}</svg>"
+
+
+def hostile_inputs(port: int, canary: Path) -> dict[str, str]:
+    nested = "<g>" * 5000 + "</g>" * 5000
+    uses = '<g id="l0"><rect width="1" height="1"/></g>' + "".join(
+        f'<g id="l{i}">' + f'<use href="#l{i - 1}"/>' * 10 + "</g>" for i in range(1, 8)
+    )
+    laughs = '<!DOCTYPE svg [<!ENTITY a "ha">' + "".join(
+        f'<!ENTITY a{i} "{("&a" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 9)
+    ) + "]>"
+    return {
+        "file_url": _svg(f'<image href="file://{canary}" width="256" height="256"/>'),
+        "file_url_uppercase": _svg(f'<image xlink:href="FILE://{canary}" width="256" height="256"/>'),
+        "absolute_path": _svg(f'<image href="{canary}" width="256" height="256"/>'),
+        "relative_path": _svg('<image href="canary.png" width="256" height="256"/>'),
+        "http_image": _svg(f'<image href="http://127.0.0.1:{port}/image.png" width="256" height="256"/>'),
+        "css_url": _svg(f'<rect width="256" height="256" style="fill: url(http://127.0.0.1:{port}/fill)"/>'),
+        "css_import": _svg(f"<style>@import url(http://127.0.0.1:{port}/style.css);</style><rect width='9' height='9'/>"),
+        "external_use": _svg(f'<use href="http://127.0.0.1:{port}/sprite.svg#x"/>'),
+        "xxe": f'<!DOCTYPE svg [<!ENTITY x SYSTEM "file://{canary}">]>' + _svg("<text>&x;</text>"),
+        "billion_laughs": laughs + _svg("<text>&a8;</text>"),
+        "huge_size": _svg('<rect width="100" height="100"/>', 'width="100000000" height="100000000"'),
+        "deep_nesting": _svg(nested),
+        "use_bomb": _svg(uses + '<use href="#l7"/>'),
+        "use_cycle": _svg('<g id="a"><use href="#b"/></g><g id="b"><use href="#a"/></g>'),
+        "gzip_bytes_as_text": gzip.compress(_svg("<rect/>" * 10).encode()).decode("latin-1"),
+        "empty": "<answer></answer>",
+        "garbage": "<answer><svg>\x00\x01 not xml</answer>",
+        "oversized": _svg("<rect/>" * 60000),
+    }
+
+
+def test_every_hostile_input_is_refused(env: gym.Env, canary_server: tuple[int, list[str]], canary_png: Path) -> None:
+    port, hits = canary_server
+    for name, text in hostile_inputs(port, canary_png).items():
+        env.reset(seed=0)
+        start = time.monotonic()
+        obs, reward, terminated, truncated, info = env.step(text)
+        elapsed = time.monotonic() - start
+        assert info["action_error"] or info["env_error"], name
+        assert elapsed < 10.0, (name, elapsed)
+        assert not np.all(obs["image"] == CANARY_RGB, axis=2).any(), name
+        # the env is still usable: the oracle's SVG renders and wins
+        obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_text())
+        assert info["success"], name
+    assert hits == []
+
+
+def test_error_messages_explain(env: gym.Env, canary_server: tuple[int, list[str]], canary_png: Path) -> None:
+    port, _ = canary_server
+    inputs = hostile_inputs(port, canary_png)
+    expected = {
+        "file_url": "external reference",
+        "http_image": "external reference",
+        "css_import": "external reference",
+        "xxe": "entit",
+        "deep_nesting": "nesting deeper",
+        "use_bomb": "<use> references expand",
+        "use_cycle": "<use> references expand",
+        "huge_size": "width/height",
+        "empty": "no <svg>",
+    }
+    for name, fragment in expected.items():
+        env.reset(seed=0)
+        info = env.step(inputs[name])[-1]
+        assert fragment in info["action_error"], (name, info["action_error"])
+
+
+def test_worker_timeout_is_an_env_error_and_reset_recovers() -> None:
+    from visrl_envs.core.sandbox import SandboxLimits
+
+    env = gym.make("visrl/SvgRender-v0", size=64)
+    env.reset(seed=0)
+    base = env.unwrapped
+    ok = env.step(base.oracle_text())[-1]
+    assert ok["success"]
+    pid = base.rasterizer.worker.pid
+    env.reset(seed=1)
+    base.rasterizer.worker.limits = SandboxLimits(timeout_s=1e-4)
+    obs, reward, terminated, truncated, info = env.step(base.oracle_text())
+    assert info["env_error"] and truncated and not terminated and reward == 0.0
+    base.rasterizer.worker.limits = SandboxLimits()
+    env.reset(seed=2)
+    info = env.step(base.oracle_text())[-1]
+    assert info["success"] and info["env_error"] is None
+    assert base.rasterizer.worker.pid != pid
+    env.close()
+
+
+def test_gzip_bomb_target_file_is_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.svgz"
+    payload = _svg("") .encode() + b" " * (64 << 20)
+    bomb.write_bytes(gzip.compress(payload, compresslevel=9))
+    assert bomb.stat().st_size < 1 << 20
+    env = gym.make("visrl/SvgRender-v0", size=64, targets=[bomb])
+    with pytest.raises(ValueError, match="inflates past"):
+        env.reset(seed=0)
+    env.close()
+
+
+def test_close_leaves_no_worker() -> None:
+    import os
+
+    env = gym.make("visrl/SvgRender-v0", size=64)
+    env.reset(seed=0)
+    env.step(env.unwrapped.oracle_text())
+    pid = env.unwrapped.rasterizer.worker.pid
+    assert pid is not None
+    env.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
