@@ -54,7 +54,7 @@ def test_make_vec(env_id: str, mode: str, vectorization_mode: str) -> None:
     obs, info = envs.reset(seed=3)
     assert envs.observation_space.contains(obs)
     for _ in range(4):
-        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+        obs, reward, _terminated, _truncated, _info = envs.step(envs.action_space.sample())
         assert reward.shape == (2,) and reward.dtype == np.float64
     envs.close()
 

@@ -26,7 +26,9 @@ def test_swap_updates_image_and_count() -> None:
     assert np.array_equal(board.image, original)
 
 
-@pytest.mark.parametrize(("perm", "expected"), [([0, 1, 2], 0), ([1, 0, 2], 1), ([1, 2, 0], 2), ([1, 0, 3, 2], 2), ([3, 0, 1, 2], 3)])
+@pytest.mark.parametrize(
+    ("perm", "expected"), [([0, 1, 2], 0), ([1, 0, 2], 1), ([1, 2, 0], 2), ([1, 0, 3, 2], 2), ([3, 0, 1, 2], 3)]
+)
 def test_minimum_swaps(perm: list[int], expected: int) -> None:
     assert minimum_swaps(np.array(perm)) == expected
     assert len(solving_swaps(np.array(perm))) == expected

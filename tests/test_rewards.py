@@ -8,7 +8,11 @@ import pytest
 from visrl_envs.core.rewards import (
     SimilarityWeights,
     TargetSimilarity,
+    box_mean_valid,
+    canny_edges,
+    dilate3,
     edge_iou,
+    fast_canny,
     format_gate,
     length_score,
     mse,
@@ -71,7 +75,8 @@ def test_edge_iou_hand_computed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("length", "reference", "expected"), [(100, 100, 1.0), (50, 100, 1.0), (150, 100, 0.5), (200, 100, 0.0), (900, 100, 0.0), (5, 0, 1.0)]
+    ("length", "reference", "expected"),
+    [(100, 100, 1.0), (50, 100, 1.0), (150, 100, 0.5), (200, 100, 0.0), (900, 100, 0.0), (5, 0, 1.0)],
 )
 def test_length_score(length: int, reference: int, expected: float) -> None:
     assert length_score(length, reference) == pytest.approx(expected)
@@ -88,6 +93,48 @@ def test_target_similarity_matches_skimage_ssim() -> None:
         target = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         candidate = np.clip(target.astype(int) + rng.integers(-60, 60, target.shape), 0, 255).astype(np.uint8)
         assert TargetSimilarity(target).ssim(candidate) == pytest.approx(ssim(candidate, target), abs=1e-6)
+
+
+def test_metric_size_box_averages_large_images() -> None:
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    large = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)  # the same picture at 256 px
+    other_small = np.clip(small.astype(int) + 40, 0, 255).astype(np.uint8)
+    other_large = np.repeat(np.repeat(other_small, 2, axis=0), 2, axis=1)
+    at_128 = TargetSimilarity(small).terms(other_small)
+    at_256 = TargetSimilarity(large).terms(other_large)
+    assert at_256 == pytest.approx(at_128, abs=1e-6)
+
+
+def test_box_mean_valid_hand_computed() -> None:
+    x = np.arange(16, dtype=np.float64).reshape(4, 4)
+    assert np.allclose(box_mean_valid(x, 3), [[5.0, 6.0], [9.0, 10.0]])
+
+
+def test_dilate3_matches_scipy() -> None:
+    from scipy import ndimage
+
+    mask = np.random.default_rng(4).random((33, 40)) > 0.93
+    assert np.array_equal(dilate3(mask), ndimage.maximum_filter(mask, size=3))
+
+
+def test_fast_canny_agrees_with_skimage_on_renders() -> None:
+    from visrl_envs.envs.svg.backend import render_trusted
+    from visrl_envs.envs.svg.generator import generate_svg
+
+    for seed in range(8):
+        image = render_trusted(generate_svg(np.random.default_rng(seed), seed % 4), 128)
+        ours = dilate3(fast_canny(to_gray(image)))
+        reference = dilate3(canny_edges(image))
+        assert edge_iou(ours, reference, tolerance=0) >= 0.95, seed
+
+
+def test_fast_canny_finds_a_square_outline() -> None:
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = 1.0
+    edges = fast_canny(image)
+    assert edges[8:24, 7:9].any(axis=1).all() and edges[8:24, 23:25].any(axis=1).all()
+    assert not edges[12:20, 12:20].any() and not edges[:4].any()
 
 
 def test_target_similarity_of_target_is_one() -> None:

@@ -71,7 +71,9 @@ def test_reward_fn_add_and_replace() -> None:
     add.reset(seed=0)
     info = add.step(svg_document('<rect width="256" height="128" fill="black"/>'))[-1]
     assert info["reward_terms"]["custom"] == pytest.approx(2.0 * 0.5)
-    replace = gym.make("visrl/SvgRender-v0", size=64, reward_fn=dark_fraction, reward_fn_mode="replace", length_weight=0.0)
+    replace = gym.make(
+        "visrl/SvgRender-v0", size=64, reward_fn=dark_fraction, reward_fn_mode="replace", length_weight=0.0
+    )
     replace.reset(seed=0)
     _, reward, _, _, info = replace.step(svg_document('<rect width="256" height="64" fill="black"/>'))
     assert reward == pytest.approx(0.25) and "custom" not in info["reward_terms"]
@@ -101,7 +103,7 @@ def test_difficulty_zero_is_reproducible_with_primitives() -> None:
     code = env.unwrapped.target_code
     palette = __import__("visrl_envs.envs.svg.generator", fromlist=["PALETTE"]).PALETTE
     info = None
-    for m in re.finditer(r'<(rect|ellipse) ([^>]*)/>', code):
+    for m in re.finditer(r"<(rect|ellipse) ([^>]*)/>", code):
         attrs = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
         if m.group(1) == "rect":
             x, y, w, h = (float(attrs[k]) for k in ("x", "y", "width", "height"))
@@ -121,7 +123,7 @@ def test_user_targets_svg_svgz_png(tmp_path) -> None:
     env = gym.make("visrl/SvgRender-v0", size=64, targets=tmp_path)
     seen = set()
     for seed in range(12):
-        obs, _ = env.reset(seed=seed)
+        _obs, _ = env.reset(seed=seed)
         seen.add(env.unwrapped.target_code is None)
         _, _, _, _, info = env.step(env.unwrapped.oracle_text())
         assert info["score"] > (0.99 if env.unwrapped.target_code else 0.8)

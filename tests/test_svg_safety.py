@@ -24,7 +24,7 @@ def canary_server() -> Iterator[tuple[int, list[str]]]:
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             hits.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -64,9 +64,11 @@ def hostile_inputs(port: int, canary: Path) -> dict[str, str]:
     uses = '<g id="l0"><rect width="1" height="1"/></g>' + "".join(
         f'<g id="l{i}">' + f'<use href="#l{i - 1}"/>' * 10 + "</g>" for i in range(1, 8)
     )
-    laughs = '<!DOCTYPE svg [<!ENTITY a "ha">' + "".join(
-        f'<!ENTITY a{i} "{("&a" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 9)
-    ) + "]>"
+    laughs = (
+        '<!DOCTYPE svg [<!ENTITY a "ha">'
+        + "".join(f'<!ENTITY a{i} "{("&a" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 9))
+        + "]>"
+    )
     return {
         "file_url": _svg(f'<image href="file://{canary}" width="256" height="256"/>'),
         "file_url_uppercase": _svg(f'<image xlink:href="FILE://{canary}" width="256" height="256"/>'),
@@ -74,7 +76,9 @@ def hostile_inputs(port: int, canary: Path) -> dict[str, str]:
         "relative_path": _svg('<image href="canary.png" width="256" height="256"/>'),
         "http_image": _svg(f'<image href="http://127.0.0.1:{port}/image.png" width="256" height="256"/>'),
         "css_url": _svg(f'<rect width="256" height="256" style="fill: url(http://127.0.0.1:{port}/fill)"/>'),
-        "css_import": _svg(f"<style>@import url(http://127.0.0.1:{port}/style.css);</style><rect width='9' height='9'/>"),
+        "css_import": _svg(
+            f"<style>@import url(http://127.0.0.1:{port}/style.css);</style><rect width='9' height='9'/>"
+        ),
         "external_use": _svg(f'<use href="http://127.0.0.1:{port}/sprite.svg#x"/>'),
         "xxe": f'<!DOCTYPE svg [<!ENTITY x SYSTEM "file://{canary}">]>' + _svg("<text>&x;</text>"),
         "billion_laughs": laughs + _svg("<text>&a8;</text>"),
@@ -100,7 +104,7 @@ def test_every_hostile_input_is_refused(env: gym.Env, canary_server: tuple[int, 
         assert elapsed < 10.0, (name, elapsed)
         assert not np.all(obs["image"] == CANARY_RGB, axis=2).any(), name
         # the env is still usable: the oracle's SVG renders and wins
-        obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_text())
+        obs, _reward, _terminated, _truncated, info = env.step(env.unwrapped.oracle_text())
         assert info["success"], name
     assert hits == []
 
@@ -136,7 +140,7 @@ def test_worker_timeout_is_an_env_error_and_reset_recovers() -> None:
     pid = base.rasterizer.worker.pid
     env.reset(seed=1)
     base.rasterizer.worker.limits = SandboxLimits(timeout_s=1e-4)
-    obs, reward, terminated, truncated, info = env.step(base.oracle_text())
+    _obs, reward, terminated, truncated, info = env.step(base.oracle_text())
     assert info["env_error"] and truncated and not terminated and reward == 0.0
     base.rasterizer.worker.limits = SandboxLimits()
     env.reset(seed=2)
@@ -148,7 +152,7 @@ def test_worker_timeout_is_an_env_error_and_reset_recovers() -> None:
 
 def test_gzip_bomb_target_file_is_refused(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.svgz"
-    payload = _svg("") .encode() + b" " * (64 << 20)
+    payload = _svg("").encode() + b" " * (64 << 20)
     bomb.write_bytes(gzip.compress(payload, compresslevel=9))
     assert bomb.stat().st_size < 1 << 20
     env = gym.make("visrl/SvgRender-v0", size=64, targets=[bomb])

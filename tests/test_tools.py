@@ -30,7 +30,9 @@ def test_example_round_trips() -> None:
     for tool in TOOLS.tools:
         parsed = TOOLS.parse(tool.example())
         assert isinstance(parsed, ToolCall) and parsed.name == tool.name
-    assert TOOLS.parse(tool_call_text("zoom", {"scale": 2.5, "mode": "slow"})) == ToolCall("zoom", {"scale": 2.5, "mode": "slow"})
+    assert TOOLS.parse(tool_call_text("zoom", {"scale": 2.5, "mode": "slow"})) == ToolCall(
+        "zoom", {"scale": 2.5, "mode": "slow"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,98 @@ def format_gate(valid: bool, value: float, penalty: float) -> float:
     return float(value) if valid else float(penalty)
 
 
+def box_mean_valid(image: np.ndarray, window: int) -> np.ndarray:
+    """Mean over every ``window`` x ``window`` block fully inside the last two axes ('valid' positions).
+
+    Leading axes are batched, so several maps cost one pair of cumulative sums.
+    """
+    c = np.cumsum(image, axis=-2, dtype=np.float64)
+    c = np.concatenate([c[..., window - 1 : window, :], c[..., window:, :] - c[..., :-window, :]], axis=-2)
+    c = np.cumsum(c, axis=-1)
+    c = np.concatenate([c[..., window - 1 : window], c[..., window:] - c[..., :-window]], axis=-1)
+    return c * (1.0 / (window * window))
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = int(4 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
+
+
+_KERNELS: dict[float, np.ndarray] = {}
+
+
+def fast_canny(gray: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 0.2) -> np.ndarray:
+    """Canny edges of a [0, 1] luma image: Gaussian blur, unnormalised Sobel (as ``ndimage.sobel``),
+    non-maximum suppression over 4 quantised directions, hysteresis (8-connected) between ``low`` and
+    ``high``; no edges on the 1-px border.
+
+    scikit-image's :func:`~skimage.feature.canny` interpolates the suppression step and normalises a
+    mask; this version skips both and has far fewer array passes, which matters on a per-step reward
+    path (a 64 px render costs ~0.1 ms to score here). On rendered SVGs its edge maps match
+    scikit-image's at IoU >= 0.95 once dilated by 1 px (tested).
+    """
+    kernel = _KERNELS.get(sigma)
+    if kernel is None:
+        kernel = _KERNELS[sigma] = _gaussian_kernel(sigma)
+    g = ndimage.correlate1d(gray.astype(np.float32, copy=False), kernel, axis=0, mode="nearest")
+    g = ndimage.correlate1d(g, kernel, axis=1, mode="nearest")
+    vertical = g[:-2] + 2 * g[1:-1] + g[2:]
+    gx = vertical[:, 2:] - vertical[:, :-2]
+    horizontal = g[:, :-2] + 2 * g[:, 1:-1] + g[:, 2:]
+    gy = horizontal[2:] - horizontal[:-2]
+    mag = np.hypot(gx, gy)  # interior pixels only
+    m = np.zeros(gray.shape, dtype=np.float32)
+    m[1:-1, 1:-1] = mag
+    ax, ay = np.abs(gx), np.abs(gy)
+    tan_22_5 = np.float32(0.41421356)
+    along_x = ay <= tan_22_5 * ax  # gradient mostly along x: compare left/right neighbours
+    along_y = ax <= tan_22_5 * ay
+    diagonal = ~(along_x | along_y)
+    main = (gx * gy) > 0
+    keep = along_x & (mag >= m[1:-1, :-2]) & (mag >= m[1:-1, 2:])
+    keep |= along_y & (mag >= m[:-2, 1:-1]) & (mag >= m[2:, 1:-1])
+    keep |= diagonal & main & (mag >= m[:-2, :-2]) & (mag >= m[2:, 2:])
+    keep |= diagonal & ~main & (mag >= m[:-2, 2:]) & (mag >= m[2:, :-2])
+    weak = np.zeros(gray.shape, dtype=bool)
+    weak[1:-1, 1:-1] = keep & (mag >= low)
+    strong = weak & (m >= high)
+    if not strong.any():
+        return strong
+    labels, count = ndimage.label(weak, structure=np.ones((3, 3), dtype=bool))
+    connected = np.zeros(count + 1, dtype=bool)
+    connected[labels[strong]] = True
+    connected[0] = False
+    return connected[labels]
+
+
+def dilate3(mask: np.ndarray) -> np.ndarray:
+    """3 x 3 binary dilation (1-px tolerance) with slicing, no scipy call overhead."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    rows = out.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def downsample(image: np.ndarray, size: int) -> np.ndarray:
+    """Box-average a square image down to ``size`` px (float32 in [0, 1]); smaller images pass."""
+    unit = to_unit(image)
+    height = unit.shape[0]
+    if height <= size:
+        return unit
+    if height % size == 0:
+        f = height // size
+        return unit.reshape(size, f, size, f, -1).mean(axis=(1, 3), dtype=np.float32)
+    from PIL import Image
+
+    shrunk = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.Resampling.BOX)
+    return to_unit(np.asarray(shrunk))
+
+
 @dataclass(frozen=True)
 class SimilarityWeights:
     """Weights of the image-similarity terms; they are normalised to sum to 1."""
@@ -103,52 +195,66 @@ class SimilarityWeights:
         return self.pixel / total, self.ssim / total, self.edge / total
 
 
+#: Images larger than this are box-averaged to it before scoring (``None`` = score at full size).
+METRIC_SIZE = 128
+
+
 class TargetSimilarity:
     """Similarity of candidate images to one fixed target, with the target's statistics cached.
 
-    ``terms(candidate)`` returns ``pixel`` (:func:`pixel_similarity`), ``ssim`` (:func:`ssim` clipped to
-    [0, 1]), ``edge`` (:func:`edge_iou` of Canny maps) and their weighted sum ``similarity``; all in
-    [0, 1], all 1 for the target itself.
+    Both images are first box-averaged to ``metric_size`` px when larger (a 256 px and a 128 px agent
+    then get the same reward for the same picture, and scoring costs a quarter). ``terms(candidate)``
+    returns ``pixel`` (``1 - RMSE``), ``ssim`` (grayscale SSIM, 7x7 window, exactly scikit-image's
+    value, clipped to [0, 1]), ``edge`` (IoU of :func:`fast_canny` maps dilated by 1 px) and their
+    weighted sum ``similarity``: all in [0, 1], all 1 for the target itself.
     """
 
-    def __init__(self, target: np.ndarray, weights: SimilarityWeights | None = None) -> None:
+    def __init__(
+        self, target: np.ndarray, weights: SimilarityWeights | None = None, metric_size: int | None = METRIC_SIZE
+    ) -> None:
         self.weights = weights or SimilarityWeights()
         self._w = self.weights.normalised()
+        self.metric_size = metric_size
         self.target = np.ascontiguousarray(target)
-        self._target_unit = to_unit(self.target)
-        gray = to_gray(self.target).astype(np.float64)
+        self._shape = self.target.shape
+        unit = self._prepare(self.target)
+        self._unit = unit
+        gray = (unit @ LUMA).astype(np.float64)
         self._gray = gray
-        self._mu_t = ndimage.uniform_filter(gray, SSIM_WINDOW)
-        self._var_t = ndimage.uniform_filter(gray * gray, SSIM_WINDOW) - self._mu_t**2
-        self._edges_t = ndimage.maximum_filter(canny_edges(self.target), size=3)
+        self._mu_t, second = box_mean_valid(np.stack([gray, gray * gray]), SSIM_WINDOW)
+        self._var_t = second - self._mu_t**2
+        self._edges_t = dilate3(fast_canny(gray))
 
-    def ssim(self, candidate: np.ndarray) -> float:
-        """Same value as :func:`ssim` (unclipped), reusing the target's window statistics."""
-        x = to_gray(candidate).astype(np.float64)
-        y = self._gray
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        return downsample(image, self.metric_size) if self.metric_size else to_unit(image)
+
+    def _ssim(self, gray: np.ndarray) -> float:
         n = SSIM_WINDOW**2
         cov_norm = n / (n - 1)
-        mu_x = ndimage.uniform_filter(x, SSIM_WINDOW)
-        vx = cov_norm * (ndimage.uniform_filter(x * x, SSIM_WINDOW) - mu_x * mu_x)
-        vxy = cov_norm * (ndimage.uniform_filter(x * y, SSIM_WINDOW) - mu_x * self._mu_t)
+        mu_x, xx, xy = box_mean_valid(np.stack([gray, gray * gray, gray * self._gray]), SSIM_WINDOW)
+        mu_y = self._mu_t
+        vx = cov_norm * (xx - mu_x * mu_x)
+        vxy = cov_norm * (xy - mu_x * mu_y)
         vy = cov_norm * self._var_t
-        num = (2 * mu_x * self._mu_t + _SSIM_C1) * (2 * vxy + _SSIM_C2)
-        den = (mu_x * mu_x + self._mu_t * self._mu_t + _SSIM_C1) * (vx + vy + _SSIM_C2)
-        pad = (SSIM_WINDOW - 1) // 2
-        s = num / den
-        return float(s[pad:-pad, pad:-pad].mean(dtype=np.float64))
+        num = (2 * mu_x * mu_y + _SSIM_C1) * (2 * vxy + _SSIM_C2)
+        den = (mu_x * mu_x + mu_y * mu_y + _SSIM_C1) * (vx + vy + _SSIM_C2)
+        return float(np.mean(num / den))
 
-    def edge(self, candidate: np.ndarray) -> float:
-        edges = ndimage.maximum_filter(canny_edges(candidate), size=3)
-        return edge_iou(edges, self._edges_t, tolerance=0)
+    def ssim(self, candidate: np.ndarray) -> float:
+        """Unclipped SSIM of ``candidate`` (at the metric size) against the target."""
+        return self._ssim((self._prepare(candidate) @ LUMA).astype(np.float64))
 
     def terms(self, candidate: np.ndarray) -> dict[str, float]:
-        if candidate.shape != self.target.shape:
-            raise ValueError(f"candidate shape {candidate.shape} != target shape {self.target.shape}")
-        diff = to_unit(candidate) - self._target_unit
+        if candidate.shape != self._shape:
+            raise ValueError(f"candidate shape {candidate.shape} != target shape {self._shape}")
+        unit = self._prepare(candidate)
+        diff = unit - self._unit
         pixel = float(1.0 - np.sqrt(np.mean(diff * diff)))
-        ssim_value = min(1.0, max(0.0, self.ssim(candidate)))
-        edge = self.edge(candidate)
+        gray = (unit @ LUMA).astype(np.float64)
+        ssim_value = min(1.0, max(0.0, self._ssim(gray)))
+        edges = dilate3(fast_canny(gray))
+        union = np.count_nonzero(edges | self._edges_t)
+        edge = 1.0 if union == 0 else np.count_nonzero(edges & self._edges_t) / union
         wp, ws, we = self._w
         return {
             "pixel": pixel,

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from visrl_envs.core.base import ActionMode, Outcome, Split, VisualEnv
 from visrl_envs.core.images import draw_text_boxes
 from visrl_envs.core.tools import ActionError, Answer, Arg, Tool, ToolCall, ToolSet, answer_text, tool_call_text
-from visrl_envs.envs.jigsaw.board import TileBoard
+from visrl_envs.envs.jigsaw.board import TileBoard, solving_swaps
 from visrl_envs.envs.jigsaw.photos import PhotoPool, augment, builtin_pool, user_pool
 
 #: Grid (rows, cols) per difficulty; difficulty 0 is flipped to 1x2 with probability 1/2 (Jigsaw-R1).
@@ -146,7 +146,11 @@ class JigsawEnv(VisualEnv):
         return spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
 
     def oracle_text(self) -> str:
-        """The action an all-knowing agent sends now (for scripted baselines and tests)."""
+        """The text action an all-knowing agent sends now (for scripted baselines and tests)."""
+        raise NotImplementedError
+
+    def oracle_numeric(self) -> Any:
+        """The numeric action an all-knowing agent sends now."""
         raise NotImplementedError
 
 
@@ -306,15 +310,39 @@ class JigsawSwapEnv(JigsawEnv):
     def _success(self) -> bool:
         return self.board is not None and self.board.solved
 
-    def oracle_text(self) -> str:
+    def oracle_swap(self) -> tuple[int, int] | None:
+        """The next swap of a shortest solution (any swaps), or a greedy adjacent swap that moves the
+        first misplaced position's tile one step home (adjacent swaps; not always shortest)."""
         assert self.board is not None
-        from visrl_envs.envs.jigsaw.board import solving_swaps
+        perm = self.board.perm
+        if self.swaps == "any":
+            swaps = solving_swaps(perm)
+            return swaps[0] if swaps else None
+        wrong = np.flatnonzero(perm != np.arange(self.board.n))
+        if len(wrong) == 0:
+            return None
+        target = int(wrong[0])
+        at = int(np.flatnonzero(perm == target)[0])
+        cols = self.board.cols
+        if at % cols != target % cols and at // cols != target // cols:
+            step = 1 if target % cols > at % cols else -1  # move along the lower row first
+        elif at // cols == target // cols:
+            step = -1
+        else:
+            step = -cols
+        return (min(at, at + step), max(at, at + step))
 
-        swaps = solving_swaps(self.board.perm)
-        if not swaps:
+    def oracle_text(self) -> str:
+        swap = self.oracle_swap()
+        if swap is None:
             return answer_text("done")
-        a, b = swaps[0]
-        return tool_call_text("swap", {"a": a + 1, "b": b + 1})
+        return tool_call_text("swap", {"a": swap[0] + 1, "b": swap[1] + 1})
+
+    def oracle_numeric(self) -> int:
+        swap = self.oracle_swap()
+        if swap is None:
+            return 0
+        return self.pairs.index((min(swap), max(swap)))
 
 
 class JigsawQuestionEnv(JigsawEnv):
@@ -473,9 +501,12 @@ class JigsawFullEnv(JigsawQuestionEnv):
         assert self.board is not None
         return answer_text(grid_string(self.board.rows, self.board.cols, [v + 1 for v in action]))
 
-    def oracle_text(self) -> str:
+    def oracle_numeric(self) -> np.ndarray:
         assert self.board is not None
-        return self._action_text([int(v) for v in self.board.perm])
+        return self.board.perm.copy()
+
+    def oracle_text(self) -> str:
+        return self._action_text([int(v) for v in self.oracle_numeric()])
 
 
 def connection_accuracy(predicted: np.ndarray, truth: np.ndarray, rows: int, cols: int) -> float:
@@ -641,5 +672,8 @@ class JigsawPairEnv(JigsawQuestionEnv):
     def _action_text(self, choice: int) -> str:
         return answer_text(chr(65 + self.letters_order.index(self._choice_directions()[choice])))
 
+    def oracle_numeric(self) -> int:
+        return self._choice_directions().index(self.truth)
+
     def oracle_text(self) -> str:
-        return self._action_text(self._choice_directions().index(self.truth))
+        return self._action_text(self.oracle_numeric())

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visrl_envs.core.images import as_uint8_rgb
-
 #: Longest side kept in memory; boards are at most a few hundred pixels.
 MAX_SIDE = 640
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -62,12 +60,12 @@ TEST_LOW_TEXTURE = ("gravel", "page")
 class PhotoPool:
     """Photos of one split: ``regular`` always used, ``low_texture`` mixed in at high difficulty."""
 
-    regular: tuple[np.ndarray, ...]
-    low_texture: tuple[np.ndarray, ...]
+    regular: tuple[Image.Image, ...]
+    low_texture: tuple[Image.Image, ...]
 
 
-def load_photo(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 RGB, shrunk so its longest side is at most :data:`MAX_SIDE`.
+def load_photo(path: str | Path) -> Image.Image:
+    """Read an image file as an RGB PIL image, shrunk so its longest side is at most :data:`MAX_SIDE`.
 
     ``PIL.Image.MAX_IMAGE_PIXELS`` stays on, so decompression bombs are refused.
     """
@@ -77,7 +75,8 @@ def load_photo(path: str | Path) -> np.ndarray:
         scale = MAX_SIDE / max(im.size)
         if scale < 1:
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BOX)
-        return as_uint8_rgb(im)
+        im.load()
+        return im
 
 
 @cache
@@ -105,15 +104,16 @@ def user_pool(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     return PhotoPool(tuple(load_photo(f) for f in files), ())
 
 
-def augment(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def augment(photo: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random square crop (50-100% of the short side), resized to ``size``, maybe mirrored, with
     brightness/contrast/saturation jitter of up to 15%."""
-    height, width = photo.shape[:2]
+    width, height = photo.size
     side = int(min(height, width) * rng.uniform(0.5, 1.0))
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(0, width - side + 1))
-    crop = Image.fromarray(photo[top : top + side, left : left + side])
-    out = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    box = (left, top, left + side, top + side)
+    resized = photo.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+    out = np.asarray(resized, dtype=np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     brightness, contrast, saturation = rng.uniform(0.85, 1.15, size=3)

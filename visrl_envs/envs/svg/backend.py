@@ -113,9 +113,7 @@ def _check_references(node: Any) -> None:
     """Refuse anything that points outside the document: only ``#fragment`` and ``data:`` URLs."""
     for name, value in node.attrib.items():
         if name in ("href", _XLINK) and not _local(value):
-            raise SvgInputError(
-                f"external reference {value[:60]!r} is not allowed; embed images as data: URLs"
-            )
+            raise SvgInputError(f"external reference {value[:60]!r} is not allowed; embed images as data: URLs")
         for url in _URL.findall(value):
             if not _local(url):
                 raise SvgInputError(f"external reference {url[:60]!r} is not allowed")

@@ -24,6 +24,7 @@ class PrimitiveCanvas:
     def __init__(self, size: int) -> None:
         self.size = size
         self.primitives: list[tuple[int, int, int, int, int, int]] = []
+        self.code_length = len(svg_document(""))
         self._surface: Any = None
         self._ctx: Any = None
         self._reset_surface()
@@ -37,11 +38,13 @@ class PrimitiveCanvas:
 
     def clear(self) -> None:
         self.primitives = []
+        self.code_length = len(svg_document(""))
         self._reset_surface()
 
     def draw(self, shape: int, x0: int, y0: int, x1: int, y1: int, colour: int) -> None:
         """Add one primitive (see :func:`primitive_svg` for the meaning of the integers)."""
         self.primitives.append((shape, x0, y0, x1, y1, colour))
+        self.code_length += len(primitive_svg(shape, x0, y0, x1, y1, colour))
         self._draw(shape, x0, y0, x1, y1, colour)
 
     def _draw(self, shape: int, x0: int, y0: int, x1: int, y1: int, colour: int) -> None:
@@ -65,6 +68,17 @@ class PrimitiveCanvas:
             ctx.close_path()
         ctx.fill()
 
+    def copy(self) -> PrimitiveCanvas:
+        """An independent canvas with the same pixels and primitives (no redraw)."""
+        other = PrimitiveCanvas(self.size)
+        other.primitives = list(self.primitives)
+        other.code_length = self.code_length
+        self._surface.flush()
+        painter = cairocffi.Context(other._surface)
+        painter.set_source_surface(self._surface)
+        painter.paint()
+        return other
+
     def array(self) -> np.ndarray:
         """The canvas as a fresh uint8 ``(size, size, 3)`` RGB array."""
         self._surface.flush()
@@ -82,6 +96,7 @@ class PrimitiveCanvas:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.size = state["size"]
         self.primitives = []
+        self.code_length = len(svg_document(""))
         self._reset_surface()
         for p in state["primitives"]:
             self.draw(*p)

@@ -13,12 +13,12 @@ from gymnasium import spaces
 
 from visrl_envs.core.base import ActionMode, BackendError, Outcome, Split, VisualEnv
 from visrl_envs.core.images import as_uint8_rgb, resize, side_by_side
-from visrl_envs.core.rewards import SimilarityWeights, TargetSimilarity, length_score
+from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
 from visrl_envs.core.sandbox import SandboxError, SandboxLimits
 from visrl_envs.core.tools import ActionError, ToolSet, answer_text, extract_answer
 from visrl_envs.envs.svg.backend import MAX_SVG_BYTES, SvgRasterizer, SvgRenderError, gunzip_bounded, render_trusted
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
-from visrl_envs.envs.svg.generator import CANVAS, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
+from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
 
 DEFAULT_SIZE = {"text": 256, "numeric": 64}
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
@@ -68,9 +68,10 @@ class SvgRenderEnv(VisualEnv):
       (256 text, 64 numeric by default; any S >= 64).
 
     ## Rewards
-    ``similarity = 0.3 * pixel + 0.4 * ssim + 0.3 * edge`` where ``pixel = 1 - RMSE`` (RGB in [0, 1]),
-    ``ssim`` = grayscale SSIM (7x7 window) clipped to [0, 1], ``edge`` = IoU of Canny edge maps dilated
-    by 1 px. ``quality = (1 - w_len) * similarity + w_len * length_score(len(code), len(reference))``
+    ``similarity = 0.3 * pixel + 0.4 * ssim + 0.3 * edge``, computed on render and target box-averaged to
+    ``metric_size`` (128) px when larger: ``pixel = 1 - RMSE`` (RGB in [0, 1]), ``ssim`` = grayscale SSIM
+    (7x7 window, scikit-image's value) clipped to [0, 1], ``edge`` = IoU of Canny edge maps (sigma 1,
+    thresholds 0.1/0.2) dilated by 1 px. ``quality = (1 - w_len) * similarity + w_len * length_score(len(code), len(reference))``
     with ``w_len = 0.1`` (0 when the target has no reference code); ``length_score`` is 1 up to the
     reference length and falls linearly to 0 at twice it. The reward of a step is the gain in quality,
     term by term (``similarity``, ``length``, ``custom``), so the return of an episode is the quality
@@ -89,7 +90,7 @@ class SvgRenderEnv(VisualEnv):
 
     ## Arguments
     ``size``, ``max_turns``, ``max_primitives``, ``targets`` (SVG/SVGZ/PNG/JPEG files or directories),
-    ``weights`` (:class:`SimilarityWeights`), ``length_weight``, ``reward_fn``, ``reward_fn_mode``,
+    ``weights`` (:class:`SimilarityWeights`), ``metric_size`` (``None`` scores at full size), ``length_weight``, ``reward_fn``, ``reward_fn_mode``,
     ``reward_fn_weight``, ``success_threshold``, ``render_timeout_s``, plus the common ones.
 
     ## Anchors
@@ -122,6 +123,7 @@ class SvgRenderEnv(VisualEnv):
         reward_fn_weight: float = 1.0,
         success_threshold: float = 0.99,
         render_timeout_s: float = 10.0,
+        metric_size: int | None = METRIC_SIZE,
     ) -> None:
         super().__init__(action_mode, difficulty, split, render_mode)
         self.size = int(size or DEFAULT_SIZE[action_mode])
@@ -143,6 +145,7 @@ class SvgRenderEnv(VisualEnv):
         self.reward_fn_weight = float(reward_fn_weight)
         self.success_threshold = float(success_threshold)
         self.render_timeout_s = float(render_timeout_s)
+        self.metric_size = metric_size
         self._target_files = _list_targets(targets) if targets is not None else None
         self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
         self._rasterizer: SvgRasterizer | None = None
@@ -157,7 +160,7 @@ class SvgRenderEnv(VisualEnv):
         self.target_code: str | None = None
         self.canvas = PrimitiveCanvas(self.size)
         self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-        self.code = ""
+        self._code = ""
         self.metrics: dict[str, float] = {}
         self._parts: dict[str, float] = {}
 
@@ -183,10 +186,10 @@ class SvgRenderEnv(VisualEnv):
             self.target = render_trusted(self.target_code, self.size)
         else:
             self.target, self.target_code = self._load_target(int(rng.integers(len(self._target_files))))
-        self._similarity = TargetSimilarity(self.target, self.weights)
+        self._similarity = TargetSimilarity(self.target, self.weights, self.metric_size)
         self.canvas.clear()
         self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-        self.code = ""
+        self._code = ""
         self.metrics = {"pixel": 0.0, "ssim": 0.0, "edge": 0.0, "similarity": 0.0}
         self._parts = {}
 
@@ -248,13 +251,14 @@ class SvgRenderEnv(VisualEnv):
                 raise ActionError(f"SVG not rendered: {err}") from None
             except SandboxError as err:
                 raise BackendError(f"SVG renderer failed: {err}") from err
-            self.code = action
+            self._code = action
+            code_length = len(action)
         else:
             self.canvas.draw(*action)
             image = self.canvas.array()
-            self.code = self.canvas.svg()
+            code_length = self.canvas.code_length
         self.render_image = image
-        terms = self._update_quality(image, len(self.code))
+        terms = self._update_quality(image, code_length)
         success = self._success()
         m = self.metrics
         feedback = (
@@ -280,6 +284,11 @@ class SvgRenderEnv(VisualEnv):
         gains = {k: v - self._parts.get(k, 0.0) for k, v in parts.items()}
         self._parts = parts
         return gains
+
+    @property
+    def code(self) -> str:
+        """The SVG program of the current picture (the last valid text answer, or the canvas)."""
+        return self.canvas.svg() if self.action_mode == "numeric" else self._code
 
     # -- observation -----------------------------------------------------------------------------
     def _text_image(self) -> np.ndarray:
@@ -309,6 +318,53 @@ class SvgRenderEnv(VisualEnv):
         """A primitive as text: the current canvas program with the primitive added."""
         body = "".join(primitive_svg(*p) for p in [*self.canvas.primitives, action])
         return answer_text(svg_document(body))
+
+    def primitive_plan(self) -> list[tuple[int, ...]] | None:
+        """The target as numeric primitives when it is made only of grid primitives (difficulty 0)."""
+        if self.target_code is None:
+            return None
+        body = re.sub(r"^<svg[^>]*>|</svg>$", "", self.target_code)
+        plan: list[tuple[int, ...]] = []
+        for element in re.findall(r"<[^>]*>", body):
+            attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', element))
+            if attrs.get("fill") not in PALETTE:
+                return None
+            colour = PALETTE.index(attrs["fill"])
+            try:
+                if element.startswith("<rect ") and set(attrs) == {"x", "y", "width", "height", "fill"}:
+                    x, y, w, h = (float(attrs[k]) for k in ("x", "y", "width", "height"))
+                    shape = 0
+                elif element.startswith("<ellipse ") and set(attrs) == {"cx", "cy", "rx", "ry", "fill"}:
+                    cx, cy, rx, ry = (float(attrs[k]) for k in ("cx", "cy", "rx", "ry"))
+                    x, y, w, h, shape = cx - rx, cy - ry, 2 * rx, 2 * ry, 1
+                else:
+                    return None
+            except ValueError:
+                return None
+            cells = [x / CELL, y / CELL, (x + w) / CELL - 1, (y + h) / CELL - 1]
+            if any(c != int(c) or not 0 <= c < GRID for c in cells):
+                return None
+            plan.append((shape, *(int(c) for c in cells), colour))
+        return plan
+
+    def oracle_numeric(self, candidates: int = 48) -> np.ndarray:
+        """Next primitive: the exact decomposition of a grid-primitive target (difficulty 0), else the
+        best of ``candidates`` random primitives by similarity after drawing it (a greedy heuristic)."""
+        plan = self.primitive_plan()
+        done = len(self.canvas.primitives)
+        if plan is not None and done < len(plan) and [tuple(p) for p in self.canvas.primitives] == plan[:done]:
+            return np.array(plan[done], dtype=np.int64)
+        rng = np.random.default_rng([self.task_seed or 0, self.turn])
+        best, best_score = None, -np.inf
+        for _ in range(candidates):
+            action = self.sample_numeric_action(rng)
+            trial = self.canvas.copy()
+            trial.draw(*(int(v) for v in action))
+            score = self._similarity.terms(trial.array())["similarity"]
+            if score > best_score:
+                best, best_score = action, score
+        assert best is not None
+        return np.asarray(best, dtype=np.int64)
 
     def oracle_text(self) -> str:
         """The hidden program, or for raster-only targets a 32 x 32 grid of rectangles approximating it."""

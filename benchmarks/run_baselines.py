@@ -1,0 +1,188 @@
+"""Baseline agents across the suite: ``make run`` (``python -m benchmarks.run_baselines``).
+
+Runs the random and oracle agents on every benchmarked env, both interfaces, every difficulty, on
+the test split, and reports the mean score with a 95% bootstrap CI, the IQM, the success rate, the
+mean return and episode length. Writes ``benchmarks/out/baselines.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import visrl_envs  # noqa: F401
+from agents.scripted import OracleAgent, RandomAgent
+from benchmarks.stats import bootstrap_ci, iqm
+
+OUT = Path(__file__).parent / "out"
+ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("visrl/SvgRender-v0", {}),
+    ("visrl/Jigsaw-v0", {}),
+    ("visrl/JigsawFull-v0", {}),
+    ("visrl/JigsawPair-v0", {}),
+)
+AGENTS = {"random": RandomAgent, "oracle": OracleAgent}
+
+
+@dataclass
+class Cell:
+    env_id: str
+    interface: str
+    difficulty: int
+    agent: str
+    episodes: int
+    score: float
+    score_low: float
+    score_high: float
+    score_iqm: float
+    success_rate: float
+    mean_return: float
+    mean_steps: float
+    seconds: float
+
+
+def run_cell(
+    env_id: str, kwargs: dict[str, Any], interface: str, difficulty: int, agent_name: str, episodes: int
+) -> Cell:
+    env = gym.make(env_id, action_mode=interface, difficulty=difficulty, split="test", **kwargs)
+    agent = AGENTS[agent_name]()
+    scores, successes, returns, lengths = [], [], [], []
+    start = time.perf_counter()
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        agent.reset(env, seed=episode)
+        total, steps = 0.0, 0
+        while True:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+            total += reward
+            steps += 1
+            if terminated or truncated:
+                break
+        if info["env_error"]:
+            raise RuntimeError(f"{env_id} episode {episode}: {info['env_error']}")
+        scores.append(info["score"])
+        successes.append(info["success"])
+        returns.append(total)
+        lengths.append(steps)
+    env.close()
+    point, low, high = bootstrap_ci(np.array(scores))
+    return Cell(
+        env_id,
+        interface,
+        difficulty,
+        agent_name,
+        episodes,
+        point,
+        low,
+        high,
+        iqm(np.array(scores)),
+        float(np.mean(successes)),
+        float(np.mean(returns)),
+        float(np.mean(lengths)),
+        time.perf_counter() - start,
+    )
+
+
+def markdown(cells: list[Cell]) -> str:
+    lines = [
+        "| env | interface | difficulty | agent | score (95% CI) | IQM | success | return | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| `{c.env_id}` | {c.interface} | {c.difficulty} | {c.agent} | {c.score:.3f} [{c.score_low:.3f}, "
+            f"{c.score_high:.3f}] | {c.score_iqm:.3f} | {c.success_rate:.2f} | {c.mean_return:+.3f} | {c.mean_steps:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(cells: list[Cell], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env_ids = list(dict.fromkeys(c.env_id for c in cells))
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(4.2 * len(env_ids), 3.4), sharey=True, squeeze=False)
+    series = sorted({(c.agent, c.interface) for c in cells})
+    width = 0.8 / len(series)
+    for ax, env_id in zip(axes[0], env_ids, strict=True):
+        for k, (agent, interface) in enumerate(series):
+            sel = [c for c in cells if c.env_id == env_id and c.agent == agent and c.interface == interface]
+            x = np.array([c.difficulty for c in sel]) + (k - (len(series) - 1) / 2) * width
+            y = np.array([c.score for c in sel])
+            err = np.array([[c.score - c.score_low for c in sel], [c.score_high - c.score for c in sel]])
+            ax.bar(x, y, width, yerr=err, capsize=2, label=f"{agent} ({interface})")
+        ax.set_title(env_id.removeprefix("visrl/"))
+        ax.set_xlabel("difficulty")
+        ax.set_xticks(range(4))
+        ax.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel("score (mean, 95% CI)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[Cell]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes (test-split seeds 0..N-1) per cell")
+    parser.add_argument("--envs", nargs="*", default=[e for e, _ in ENVS])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    jobs = [
+        (e, kw, i, d, a)
+        for e, kw in ENVS
+        if e in args.envs
+        for i in ("text", "numeric")
+        for d in range(4)
+        for a in AGENTS
+    ]
+    console = Console(width=max(Console().width, 150))
+    cells: list[Cell] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("baselines", total=len(jobs))
+        for env_id, kwargs, interface, difficulty, agent in jobs:
+            progress.update(task, description=f"{env_id} {interface} d{difficulty} {agent}")
+            cells.append(run_cell(env_id, kwargs, interface, difficulty, agent, args.episodes))
+            progress.advance(task)
+    table = Table(title=f"visrl baselines ({args.episodes} test episodes per cell)")
+    for col in ("env", "interface", "d", "agent", "score [95% CI]", "IQM", "success", "return", "steps"):
+        table.add_column(col)
+    for c in cells:
+        table.add_row(
+            c.env_id,
+            c.interface,
+            str(c.difficulty),
+            c.agent,
+            f"{c.score:.3f} [{c.score_low:.3f}, {c.score_high:.3f}]",
+            f"{c.score_iqm:.3f}",
+            f"{c.success_rate:.2f}",
+            f"{c.mean_return:+.3f}",
+            f"{c.mean_steps:.1f}",
+        )
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} ({platform.processor() or platform.machine()})"
+    (args.out / "baselines.md").write_text(f"# visrl baselines\n\n{stamp}\n\n{markdown(cells)}\n")
+    (args.out / "baselines.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
+    plot(cells, args.out / "baselines.png")
+    console.print(f"wrote {args.out}/baselines.md, .json and .png")
+    return cells
+
+
+if __name__ == "__main__":
+    main()
