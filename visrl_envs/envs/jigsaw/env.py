@@ -90,9 +90,11 @@ class JigsawEnv(VisualEnv):
         self._overlay = self._make_overlay(board) if (self.labels or self.grid_lines) else None
         return board
 
-    def _shuffle(self, board: TileBoard, rng: np.random.Generator) -> None:
+    def _shuffle(self, board: TileBoard, rng: np.random.Generator, allow_identity: bool = False) -> None:
+        """A uniformly random permutation; the swap puzzle excludes the already-solved identity, the
+        questions keep it (else a 2-tile board would give the answer away)."""
         perm = rng.permutation(board.n)
-        while np.array_equal(perm, np.arange(board.n)):
+        while not allow_identity and np.array_equal(perm, np.arange(board.n)):
             perm = rng.permutation(board.n)
         board.set_permutation(perm)
 
@@ -371,7 +373,7 @@ class JigsawQuestionEnv(JigsawEnv):
 
     def _new_task(self, rng: np.random.Generator) -> None:
         self.board = self._draw_board(rng)
-        self._shuffle(self.board, rng)
+        self._shuffle(self.board, rng, allow_identity=True)
         self._answered = False
         self._accuracy = 0.0
         self._exact = False
@@ -409,7 +411,8 @@ class JigsawFullEnv(JigsawQuestionEnv):
     gets ``format = -0.1`` and no accuracy. ``info["score"]`` = acc; ``info["success"]`` = exact match.
 
     ## Starting State / Episode End
-    A random non-identity permutation; terminated by the first well-formed answer; malformed answers
+    A uniformly random permutation (the identity included, as chance levels assume); terminated by
+    the first well-formed answer; malformed answers
     cost ``-0.1`` each and are retried until ``max_attempts`` (3) turns, then truncated.
 
     Chance levels: exact match 1/N!, expected fraction correct 1/N.
@@ -574,7 +577,7 @@ class JigsawPairEnv(JigsawQuestionEnv):
     ``format = -0.1``. Chance: 1/2 (1-D), 1/8 (2-D).
 
     ## Starting State / Episode End
-    A random non-identity permutation and a random pair k != l; terminated by the first well-formed
+    A uniformly random permutation (identity included) and a random pair k != l; terminated by the first well-formed
     answer; truncated after ``max_attempts`` (3) malformed ones.
 
     ## Arguments

@@ -1,0 +1,32 @@
+"""The `visrl` command and the README's generated env table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from visrl_envs.registry import REGISTRY, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_visrl_list_prints_every_id() -> None:
+    out = subprocess.run([sys.executable, "-m", "visrl_envs.cli", "list"], capture_output=True, text=True, check=True)
+    for entry in REGISTRY:
+        assert entry.id in out.stdout
+
+
+def test_readme_table_is_generated_from_the_registry() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README env table is stale: paste the output of `visrl table`"
+
+
+def test_every_registered_entry_point_has_a_full_docstring() -> None:
+    import importlib
+
+    for entry in REGISTRY:
+        module, _, name = entry.entry_point.partition(":")
+        doc = getattr(importlib.import_module(module), name).__doc__ or ""
+        for section in ("## Action Space", "## Rewards", "## Anchors", "## Version History"):
+            assert section in doc, (entry.id, section)
