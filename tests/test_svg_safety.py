@@ -139,7 +139,7 @@ def test_worker_timeout_is_an_env_error_and_reset_recovers() -> None:
     assert ok["success"]
     pid = base.rasterizer.worker.pid
     env.reset(seed=1)
-    base.rasterizer.worker.limits = SandboxLimits(timeout_s=1e-4)
+    base.rasterizer.worker.limits = SandboxLimits(timeout_s=0.0)  # every call times out
     _obs, reward, terminated, truncated, info = env.step(base.oracle_text())
     assert info["env_error"] and truncated and not terminated and reward == 0.0
     base.rasterizer.worker.limits = SandboxLimits()

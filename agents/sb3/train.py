@@ -26,8 +26,16 @@ def make_vec_env(env_id: str, n_envs: int = 2, seed: int = 0, **env_kwargs: Any)
     return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs={"action_mode": "numeric", **env_kwargs})
 
 
-def train(env_id: str, algo: str = "ppo", total_timesteps: int = 10_000, seed: int = 0, n_envs: int = 2,
-          verbose: int = 0, progress_bar: bool = False, **env_kwargs: Any) -> Any:
+def train(
+    env_id: str,
+    algo: str = "ppo",
+    total_timesteps: int = 10_000,
+    seed: int = 0,
+    n_envs: int = 2,
+    verbose: int = 0,
+    progress_bar: bool = False,
+    **env_kwargs: Any,
+) -> Any:
     """Train an SB3 model with ``MultiInputPolicy`` and library defaults; returns the model."""
     import stable_baselines3 as sb3
     import torch

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import mmap
 import os
 import resource
 import signal
 import sys
 from typing import Any
 
-from visrl_envs.core.sandbox import _read_message, _write_message
+from visrl_envs.core.sandbox import SHARED_BYTES, _read_message, _write_message
 
 _DENIED_EVENTS = (
     "socket.",
@@ -75,6 +76,9 @@ def _install_audit_hook() -> None:
 def main() -> None:
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     config = _read_message(read_fd, None)
+    shared = None
+    if config.get("shared_fd", -1) >= 0:
+        shared = mmap.mmap(config["shared_fd"], SHARED_BYTES)
     for module in config["preload"]:  # trusted imports first: they may probe compilers, temp files
         importlib.import_module(module)
     _set_limits(config["memory"], config["files"])
@@ -91,7 +95,12 @@ def main() -> None:
             if fn is None:
                 module, _, name = function.partition(":")
                 fn = cache[function] = getattr(importlib.import_module(module), name)
-            reply: tuple[str, Any] = ("ok", fn(*args))
+            value = fn(*args)
+            if shared is not None and isinstance(value, bytes) and len(value) > 65536 and len(value) <= SHARED_BYTES:
+                shared[: len(value)] = value
+                reply: tuple[str, Any] = ("shared", len(value))
+            else:
+                reply = ("ok", value)
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt | SystemExit):
                 return

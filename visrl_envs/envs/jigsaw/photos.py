@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 #: Longest side kept in memory; boards are at most a few hundred pixels.
 MAX_SIDE = 640
@@ -113,11 +113,11 @@ def augment(photo: Image.Image, size: int, rng: np.random.Generator) -> np.ndarr
     left = int(rng.integers(0, width - side + 1))
     box = (left, top, left + side, top + side)
     resized = photo.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
-    out = np.asarray(resized, dtype=np.float32)
     if rng.random() < 0.5:
-        out = out[:, ::-1]
-    brightness, contrast, saturation = rng.uniform(0.85, 1.15, size=3)
-    gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    out = gray[:, :, None] + saturation * (out - gray[:, :, None])
-    out = (out - gray.mean()) * contrast + gray.mean() * brightness
-    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    brightness, contrast, saturation = (float(v) for v in rng.uniform(0.85, 1.15, size=3))
+    # PIL's enhancers run in C: 10x cheaper than float numpy at 336 px.
+    resized = ImageEnhance.Color(resized).enhance(saturation)
+    resized = ImageEnhance.Contrast(resized).enhance(contrast)
+    resized = ImageEnhance.Brightness(resized).enhance(brightness)
+    return np.array(resized, dtype=np.uint8)

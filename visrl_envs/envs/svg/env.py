@@ -21,6 +21,8 @@ from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
 
 DEFAULT_SIZE = {"text": 256, "numeric": 64}
+#: Grey gap between the target (left) and the render (right) in the text observation's image.
+PANEL_GAP = 4
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
 _FENCE = re.compile(r"```(?:svg|xml|html)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _SVG = re.compile(r"<svg\b.*</svg\s*>", re.DOTALL | re.IGNORECASE)
@@ -62,8 +64,9 @@ class SvgRenderEnv(VisualEnv):
       one primitive on the canvas incrementally.
 
     ## Observation Space
-    - text: ``{"image": uint8 (S, S, 3), "text": str}``: the target and the instructions first, then
-      each turn the render of the last valid SVG and its scores.
+    - text: ``{"image": uint8 (S, 2S + 4, 3), "text": str}``: the image holds the target (left) beside
+      the render of the last valid SVG (right; blank at first), as RLRF and VAGEN show it; the text
+      holds the instructions first, then each turn's scores or error.
     - numeric: ``{"target": uint8 (S, S, 3), "canvas": uint8 (S, S, 3)}``. ``S`` = ``size``
       (256 text, 64 numeric by default; any S >= 64).
 
@@ -152,7 +155,7 @@ class SvgRenderEnv(VisualEnv):
         self.tools = ToolSet([], answer_hint="the complete SVG program")
         image = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
         self._set_spaces(
-            (self.size, self.size, 3),
+            (self.size, 2 * self.size + PANEL_GAP, 3),
             spaces.Dict({"target": image, "canvas": image}),
             spaces.MultiDiscrete([len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE)]),
         )
@@ -219,7 +222,8 @@ class SvgRenderEnv(VisualEnv):
     def _prompt(self) -> str:
         n = self.horizon
         return (
-            f"Write SVG code that reproduces the target image ({self.size}x{self.size} px). Your SVG is rendered with "
+            f"Write SVG code that reproduces the target image ({self.size}x{self.size} px, the left panel of the image; "
+            "the right panel shows your current render, blank at first). Your SVG is rendered with "
             f'cairosvg at {self.size}x{self.size} px on an opaque white background; use viewBox="0 0 {CANVAS} {CANVAS}". '
             "External files, URLs, scripts and XML entities are not loaded. Reply with the complete SVG inside "
             f"<answer>...</answer>. After each try you see your render and its similarity to the target (pixel, SSIM, "
@@ -262,7 +266,7 @@ class SvgRenderEnv(VisualEnv):
         success = self._success()
         m = self.metrics
         feedback = (
-            f"Your SVG rendered (image shown). Similarity {m['similarity']:.3f} (pixel {m['pixel']:.3f}, "
+            f"Your SVG rendered (right panel; the target is on the left). Similarity {m['similarity']:.3f} (pixel {m['pixel']:.3f}, "
             f"SSIM {m['ssim']:.3f}, edge {m['edge']:.3f})." + (" Target reached." if success else "")
         )
         return Outcome(terms, terminated=success, feedback=feedback)
@@ -293,7 +297,7 @@ class SvgRenderEnv(VisualEnv):
     # -- observation -----------------------------------------------------------------------------
     def _text_image(self) -> np.ndarray:
         assert self.target is not None
-        return (self.target if self.turn == 0 else self.render_image).copy()
+        return side_by_side([self.target, self.render_image], gap=PANEL_GAP)
 
     def _numeric_observation(self) -> dict[str, np.ndarray]:
         assert self.target is not None
@@ -312,7 +316,7 @@ class SvgRenderEnv(VisualEnv):
 
     def _render_frame(self) -> np.ndarray:
         assert self.target is not None
-        return side_by_side([self.target, self.render_image])
+        return side_by_side([self.target, self.render_image], gap=PANEL_GAP)
 
     def _action_text(self, action: tuple[int, ...]) -> str:
         """A primitive as text: the current canvas program with the primitive added."""
