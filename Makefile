@@ -24,7 +24,7 @@ test: install
 	SDL_VIDEODRIVER=dummy $(PYTHON) -m pytest -q -n 2 --timeout 600
 
 test-slow: install
-	SDL_VIDEODRIVER=dummy $(PYTHON) -m pytest -q -m slow --timeout 1800
+	SDL_VIDEODRIVER=dummy $(PYTHON) -m pytest -q -m slow -n 2 --timeout 1800
 
 bench: install
 	$(PYTHON) -m benchmarks.throughput

@@ -93,11 +93,15 @@ def box_mean_valid(image: np.ndarray, window: int) -> np.ndarray:
 
     Leading axes are batched, so several maps cost one pair of cumulative sums.
     """
-    c = np.cumsum(image, axis=-2, dtype=np.float64)
-    c = np.concatenate([c[..., window - 1 : window, :], c[..., window:, :] - c[..., :-window, :]], axis=-2)
-    c = np.cumsum(c, axis=-1)
-    c = np.concatenate([c[..., window - 1 : window], c[..., window:] - c[..., :-window]], axis=-1)
-    return c * (1.0 / (window * window))
+    *lead, height, width = image.shape
+    rows = np.zeros((*lead, height + 1, width), dtype=np.float64)
+    np.cumsum(image, axis=-2, out=rows[..., 1:, :])
+    rows = rows[..., window:, :] - rows[..., :-window, :]
+    cols = np.zeros((*lead, height - window + 1, width + 1), dtype=np.float64)
+    np.cumsum(rows, axis=-1, out=cols[..., 1:])
+    out = cols[..., window:] - cols[..., :-window]
+    out *= 1.0 / (window * window)
+    return out
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -11,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from visrl_envs.core.base import ActionMode, Outcome, Split, VisualEnv
+from visrl_envs.core.files import PathList
 from visrl_envs.core.images import draw_text_boxes
 from visrl_envs.core.tools import ActionError, Answer, Arg, Tool, ToolCall, ToolSet, answer_text, tool_call_text
 from visrl_envs.envs.jigsaw.board import TileBoard, solving_swaps
@@ -43,7 +43,7 @@ class JigsawEnv(VisualEnv):
         *,
         size: int | None = None,
         grid: tuple[int, int] | None = None,
-        images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        images: PathList | None = None,
         mask_ratio: float | None = None,
         labels: bool = False,
         grid_lines: bool = False,

@@ -8,13 +8,14 @@ textures, flat scenes) are the ambiguous boards JigShape warns about; difficulty
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+from visrl_envs.core.files import PathList, collect_files
 
 #: Longest side kept in memory; boards are at most a few hundred pixels.
 MAX_SIDE = 640
@@ -87,21 +88,9 @@ def builtin_pool(split: str) -> PhotoPool:
     return PhotoPool(tuple(load_photo(paths[n]) for n in regular), tuple(load_photo(paths[n]) for n in low))
 
 
-def user_pool(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> PhotoPool:
+def user_pool(images: PathList) -> PhotoPool:
     """Photos from files or directories given by the user (used for both splits)."""
-    items = [images] if isinstance(images, str | os.PathLike) else list(images)
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no image file or directory at {path}")
-    if not files:
-        raise ValueError(f"no image files found in {items}")
-    return PhotoPool(tuple(load_photo(f) for f in files), ())
+    return PhotoPool(tuple(load_photo(f) for f in collect_files(images, _IMAGE_SUFFIXES, "image")), ())
 
 
 def augment(photo: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
 from visrl_envs.core.base import ActionMode, BackendError, Outcome, Split, VisualEnv
+from visrl_envs.core.files import PathList, collect_files
 from visrl_envs.core.images import as_uint8_rgb, resize, side_by_side
 from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
 from visrl_envs.core.sandbox import SandboxError, SandboxLimits
@@ -24,6 +23,7 @@ DEFAULT_SIZE = {"text": 256, "numeric": 64}
 #: Grey gap between the target (left) and the render (right) in the text observation's image.
 PANEL_GAP = 4
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
+TARGET_SUFFIXES = {".svg", ".svgz", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _FENCE = re.compile(r"```(?:svg|xml|html)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _SVG = re.compile(r"<svg\b.*</svg\s*>", re.DOTALL | re.IGNORECASE)
 
@@ -118,7 +118,7 @@ class SvgRenderEnv(VisualEnv):
         size: int | None = None,
         max_turns: int = 5,
         max_primitives: int | None = None,
-        targets: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        targets: PathList | None = None,
         weights: SimilarityWeights | None = None,
         length_weight: float = 0.1,
         reward_fn: RewardFn | None = None,
@@ -149,7 +149,7 @@ class SvgRenderEnv(VisualEnv):
         self.success_threshold = float(success_threshold)
         self.render_timeout_s = float(render_timeout_s)
         self.metric_size = metric_size
-        self._target_files = _list_targets(targets) if targets is not None else None
+        self._target_files = collect_files(targets, TARGET_SUFFIXES, "target") if targets is not None else None
         self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
         self._rasterizer: SvgRasterizer | None = None
         self.tools = ToolSet([], answer_hint="the complete SVG program")
@@ -385,20 +385,3 @@ class SvgRenderEnv(VisualEnv):
             for c in range(cells)
         )
         return answer_text(svg_document(rects))
-
-
-def _list_targets(targets: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    items = [targets] if isinstance(targets, str | os.PathLike) else list(targets)
-    suffixes = {".svg", ".svgz", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no target file or directory at {path}")
-    if not files:
-        raise ValueError(f"no SVG or image files found in {items}")
-    return files
