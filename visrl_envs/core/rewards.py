@@ -227,23 +227,38 @@ class TargetSimilarity:
         gray = (unit @ LUMA).astype(np.float64)
         self._gray = gray
         self._mu_t, second = box_mean_valid(np.stack([gray, gray * gray]), SSIM_WINDOW)
-        self._var_t = second - self._mu_t**2
+        n = SSIM_WINDOW**2
+        self._cov_norm = n / (n - 1)
+        self._two_mu_t = 2 * self._mu_t
+        self._mu_t2_c1 = self._mu_t**2 + _SSIM_C1
+        self._var_t_c2 = self._cov_norm * (second - self._mu_t**2) + _SSIM_C2
         self._edges_t = dilate3(fast_canny(gray))
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         return downsample(image, self.metric_size) if self.metric_size else to_unit(image)
 
     def _ssim(self, gray: np.ndarray) -> float:
-        n = SSIM_WINDOW**2
-        cov_norm = n / (n - 1)
-        mu_x, xx, xy = box_mean_valid(np.stack([gray, gray * gray, gray * self._gray]), SSIM_WINDOW)
-        mu_y = self._mu_t
-        vx = cov_norm * (xx - mu_x * mu_x)
-        vxy = cov_norm * (xy - mu_x * mu_y)
-        vy = cov_norm * self._var_t
-        num = (2 * mu_x * mu_y + _SSIM_C1) * (2 * vxy + _SSIM_C2)
-        den = (mu_x * mu_x + mu_y * mu_y + _SSIM_C1) * (vx + vy + _SSIM_C2)
-        return float(np.mean(num / den))
+        # scikit-image's formula, rearranged around the target's cached window statistics:
+        # S = (2 mx my + C1)(2 cov_xy + C2) / ((mx^2 + my^2 + C1)(var_x + var_y + C2)), sample covariances.
+        stack = np.empty((3, *gray.shape), dtype=np.float64)
+        stack[0] = gray
+        np.multiply(gray, gray, out=stack[1])
+        np.multiply(gray, self._gray, out=stack[2])
+        mu_x, xx, xy = box_mean_valid(stack, SSIM_WINDOW)
+        mx2 = mu_x * mu_x
+        xy -= mu_x * self._mu_t
+        xy *= 2 * self._cov_norm
+        xy += _SSIM_C2
+        num = self._two_mu_t * mu_x
+        num += _SSIM_C1
+        num *= xy
+        xx -= mx2
+        xx *= self._cov_norm
+        xx += self._var_t_c2
+        mx2 += self._mu_t2_c1
+        mx2 *= xx
+        num /= mx2
+        return float(num.mean())
 
     def ssim(self, candidate: np.ndarray) -> float:
         """Unclipped SSIM of ``candidate`` (at the metric size) against the target."""
@@ -253,8 +268,8 @@ class TargetSimilarity:
         if candidate.shape != self._shape:
             raise ValueError(f"candidate shape {candidate.shape} != target shape {self._shape}")
         unit = self._prepare(candidate)
-        diff = unit - self._unit
-        pixel = float(1.0 - np.sqrt(np.mean(diff * diff)))
+        diff = (unit - self._unit).ravel()
+        pixel = float(1.0 - np.sqrt(np.dot(diff, diff) / diff.size))
         gray = (unit @ LUMA).astype(np.float64)
         ssim_value = min(1.0, max(0.0, self._ssim(gray)))
         edges = dilate3(fast_canny(gray))

@@ -23,6 +23,7 @@ DEFAULT_SIZE = {"text": 256, "numeric": 64}
 #: Grey gap between the target (left) and the render (right) in the text observation's image.
 PANEL_GAP = 4
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
+_NVEC = (len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE))
 TARGET_SUFFIXES = {".svg", ".svgz", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 _FENCE = re.compile(r"```(?:svg|xml|html)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _SVG = re.compile(r"<svg\b.*</svg\s*>", re.DOTALL | re.IGNORECASE)
@@ -157,7 +158,7 @@ class SvgRenderEnv(VisualEnv):
         self._set_spaces(
             (self.size, 2 * self.size + PANEL_GAP, 3),
             spaces.Dict({"target": image, "canvas": image}),
-            spaces.MultiDiscrete([len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE)]),
+            spaces.MultiDiscrete(list(_NVEC)),
         )
         self.target: np.ndarray | None = None
         self.target_code: str | None = None
@@ -242,10 +243,10 @@ class SvgRenderEnv(VisualEnv):
         values = np.asarray(action).reshape(-1)
         if values.shape != (6,) or values.dtype.kind not in "iu":
             raise ActionError("numeric action must be 6 integers (shape, x0, y0, x1, y1, colour)")
-        nvec = self.numeric_action_space.nvec  # type: ignore[attr-defined]
-        if (values < 0).any() or (values >= nvec).any():
-            raise ActionError(f"numeric action out of range: {values.tolist()} vs {nvec.tolist()}")
-        return tuple(int(v) for v in values)
+        decoded = tuple(values.tolist())
+        if not all(0 <= v < n for v, n in zip(decoded, _NVEC, strict=True)):
+            raise ActionError(f"numeric action out of range: {list(decoded)} vs {list(_NVEC)}")
+        return decoded
 
     def _apply(self, action: str | tuple[int, ...]) -> Outcome:
         if isinstance(action, str):
@@ -264,6 +265,8 @@ class SvgRenderEnv(VisualEnv):
         self.render_image = image
         terms = self._update_quality(image, code_length)
         success = self._success()
+        if self.action_mode == "numeric":  # no text to write on the numeric hot path
+            return Outcome(terms, terminated=success)
         m = self.metrics
         feedback = (
             f"Your SVG rendered (right panel; the target is on the left). Similarity {m['similarity']:.3f} (pixel {m['pixel']:.3f}, "
