@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from visrl_envs.registry import REGISTRY, markdown_table
+from visrl_envs.registry import REGISTRY, env_page, env_page_name, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,3 +30,9 @@ def test_every_registered_entry_point_has_a_full_docstring() -> None:
         doc = getattr(importlib.import_module(module), name).__doc__ or ""
         for section in ("## Action Space", "## Rewards", "## Anchors", "## Version History"):
             assert section in doc, (entry.id, section)
+
+
+def test_env_pages_are_generated_from_docstrings() -> None:
+    for entry in REGISTRY:
+        page = ROOT / "docs" / "envs" / env_page_name(entry)
+        assert page.exists() and page.read_text() == env_page(entry), f"run `visrl docs` to refresh {page}"

@@ -1,11 +1,12 @@
-"""The ``visrl`` command: ``visrl list``, ``visrl table``, ``visrl play ID``."""
+"""The ``visrl`` command: ``visrl list``, ``visrl table``, ``visrl docs``, ``visrl play ID``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from visrl_envs.registry import REGISTRY, markdown_table
+from visrl_envs.registry import REGISTRY, env_page, env_page_name, markdown_table
 
 
 def _list() -> None:
@@ -18,6 +19,13 @@ def _list() -> None:
     for e in REGISTRY:
         table.add_row(e.id, e.family, ", ".join(e.interfaces), str(e.max_episode_steps), ", ".join(e.tags), e.summary)
     Console(width=max(120, Console().width)).print(table)
+
+
+def _docs(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for e in REGISTRY:
+        (out / env_page_name(e)).write_text(env_page(e))
+        print(f"wrote {out / env_page_name(e)}")
 
 
 def _play(env_id: str, difficulty: int, seed: int) -> None:
@@ -47,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered id with its family, interfaces and tags")
     sub.add_parser("table", help="the env table as markdown (for the README)")
+    docs = sub.add_parser("docs", help="write one markdown page per env from its docstring")
+    docs.add_argument("--out", default="docs/envs")
     play = sub.add_parser("play", help="play an env in a window, typing text actions")
     play.add_argument("env_id")
     play.add_argument("--difficulty", type=int, default=0)
@@ -56,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         _list()
     elif args.command == "table":
         print(markdown_table())
+    elif args.command == "docs":
+        _docs(Path(args.out))
     else:
         _play(args.env_id, args.difficulty, args.seed)
     return 0

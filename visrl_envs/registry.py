@@ -87,3 +87,29 @@ def markdown_table() -> str:
             f"| `{e.id}` | {e.family} | {', '.join(e.interfaces)} | {e.max_episode_steps} | {', '.join(e.tags)} | {e.summary} |"
         )
     return "\n".join(rows)
+
+
+def env_page(e: EnvEntry) -> str:
+    """A markdown page for one id, generated from its entry and its class docstring and signature."""
+    import importlib
+    import inspect
+
+    module, _, name = e.entry_point.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    params: dict[str, str] = {}
+    for klass in cls.__mro__:  # every constructor up the hierarchy: subclasses forward **kwargs
+        if "__init__" in vars(klass) and klass.__module__.startswith("visrl_envs"):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD:
+                    params.setdefault(p.name, f"- `{p.name}={p.default!r}`")
+    header = (
+        f"# `{e.id}`\n\n{e.summary}.\n\n| family | interfaces | step cap | tags | class |\n|---|---|---|---|---|\n"
+        f"| {e.family} | {', '.join(e.interfaces)} | {e.max_episode_steps} | {', '.join(e.tags)} | `{e.entry_point}` |\n"
+    )
+    body = doc.replace("## ", "### ")
+    return f"{header}\n{body}\n\n### Constructor arguments (defaults)\n\n" + "\n".join(params.values()) + "\n"
+
+
+def env_page_name(e: EnvEntry) -> str:
+    return e.id.split("/")[-1] + ".md"
