@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import visrl_envs  # noqa: F401
+from agents.base import Agent
 from agents.scripted import OracleAgent, RandomAgent
 from benchmarks.stats import bootstrap_ci, iqm
 
@@ -33,7 +35,7 @@ ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("visrl/JigsawFull-v0", {}),
     ("visrl/JigsawPair-v0", {}),
 )
-AGENTS = {"random": RandomAgent, "oracle": OracleAgent}
+AGENTS: dict[str, Callable[[], Agent]] = {"random": RandomAgent, "oracle": OracleAgent}
 
 
 @dataclass

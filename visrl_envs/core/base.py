@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core.rewards import format_gate
 from visrl_envs.core.text import MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space, to_charset
 from visrl_envs.core.tools import ActionError, ToolSet
 
@@ -218,7 +219,7 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
                 obs["text"] = to_charset(feedback)
         else:
             obs = self._observe(feedback)
-        reward = float(sum(outcome.reward_terms.values()))
+        reward = format_gate(action_error is None, sum(outcome.reward_terms.values()), self.format_penalty)
         info = self._info(outcome.reward_terms, action_error, env_error)
         if self.render_mode == "human":
             self.render()

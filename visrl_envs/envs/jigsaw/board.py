@@ -39,6 +39,7 @@ class TileBoard:
         ]
         self.in_place = self.n
         self.set_permutation(self.perm)
+        self._adjacent = self._adjacent_pairs()
 
     def set_permutation(self, perm: np.ndarray) -> None:
         self.perm = np.asarray(perm, dtype=np.int64).copy()
@@ -69,6 +70,9 @@ class TileBoard:
 
     def adjacent_pairs(self) -> list[tuple[int, int]]:
         """Horizontally then vertically adjacent position pairs (``m(n-1) + n(m-1)`` of them)."""
+        return self._adjacent
+
+    def _adjacent_pairs(self) -> list[tuple[int, int]]:
         horizontal = [
             (r * self.cols + c, r * self.cols + c + 1) for r in range(self.rows) for c in range(self.cols - 1)
         ]

@@ -72,6 +72,11 @@ class JigsawEnv(VisualEnv):
         self.rows, self.cols = rows, cols
         self._overlay: tuple[np.ndarray, np.ndarray] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_pool", None)  # photos reload lazily (and are cached per process)
+        return state
+
     # -- task ----------------------------------------------------------------------------------
     @cached_property
     def _pool(self) -> PhotoPool:
@@ -374,7 +379,6 @@ class JigsawQuestionEnv(JigsawEnv):
     def _new_task(self, rng: np.random.Generator) -> None:
         self.board = self._draw_board(rng)
         self._shuffle(self.board, rng, allow_identity=True)
-        self._answered = False
         self._accuracy = 0.0
         self._exact = False
         self._new_question(rng)

@@ -217,12 +217,6 @@ class SvgRasterizer:
             raise SvgRenderError(_explain(err)) from None
         return np.frombuffer(raw, dtype=np.uint8).reshape(size, size, 3).copy()
 
-    def render_file(self, data: bytes, size: int) -> np.ndarray:
-        """Render a user's SVG file (gzip allowed, inflated with a bound)."""
-        if data[:2] == b"\x1f\x8b":
-            data = gunzip_bounded(data)
-        return self.render(data, size)
-
     def close(self) -> None:
         self.worker.close()
 
