@@ -131,6 +131,15 @@ def test_user_targets_svg_svgz_png(tmp_path) -> None:
     env.close()
 
 
+def test_wide_png_target_is_letterboxed_on_white(tmp_path) -> None:
+    Image.new("RGB", (200, 100), (0, 0, 255)).save(tmp_path / "wide.png")
+    env = gym.make("visrl/SvgRender-v0", size=64, targets=[tmp_path / "wide.png"])
+    env.reset(seed=0)
+    target = env.unwrapped.target
+    assert (target[:14] == 255).all() and (target[-14:] == 255).all()
+    assert (target[20:44, :, 2] > 200).all() and (target[20:44, :, 0] < 60).all()
+
+
 def test_extract_svg_variants() -> None:
     assert extract_svg(f"<think>plan</think><answer>{RED_SQUARE}</answer>") == RED_SQUARE
     assert extract_svg(f"Here:\n```svg\n{RED_SQUARE}\n```") == RED_SQUARE

@@ -31,6 +31,18 @@ def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarr
     return np.asarray(Image.fromarray(image).resize((width, height), resample), dtype=np.uint8).copy()
 
 
+def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
+    """Resize keeping the aspect ratio so the long side is ``size``, centred on a ``fill`` square."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    inner = resize(image, new_h, new_w)
+    out = np.full((size, size, 3), fill, dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = inner
+    return out
+
+
 def side_by_side(images: list[np.ndarray], gap: int = 4, fill: int = 128) -> np.ndarray:
     """Concatenate same-height images horizontally with a ``gap``-pixel separator."""
     height = max(im.shape[0] for im in images)

@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from visrl_envs.core.base import ActionMode, BackendError, Outcome, Split, VisualEnv
 from visrl_envs.core.files import PathList, collect_files
-from visrl_envs.core.images import as_uint8_rgb, resize, side_by_side
+from visrl_envs.core.images import as_uint8_rgb, fit_square, resize, side_by_side
 from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
 from visrl_envs.core.sandbox import SandboxError, SandboxLimits
 from visrl_envs.core.tools import ActionError, ToolSet, answer_text, extract_answer
@@ -215,7 +215,7 @@ class SvgRenderEnv(VisualEnv):
 
                 with Image.open(path) as im:
                     im.draft("RGB", (self.size, self.size))
-                    image = resize(as_uint8_rgb(im.convert("RGBA")), self.size)
+                    image = fit_square(as_uint8_rgb(im.convert("RGBA")), self.size)
                 code = None
             self._file_cache[index] = (image, code)
         return self._file_cache[index]
