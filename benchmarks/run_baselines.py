@@ -2,7 +2,8 @@
 
 Runs the random and oracle agents on every benchmarked env, both interfaces, every difficulty, on
 the test split, and reports the mean score with a 95% bootstrap CI, the IQM, the success rate, the
-mean return and episode length. Writes ``benchmarks/out/baselines.{md,json,png}``.
+mean return and episode length. Writes ``benchmarks/BASELINES.md``, ``baselines.json`` and
+``baselines.png`` (``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from agents.base import Agent
 from agents.scripted import OracleAgent, RandomAgent
 from benchmarks.stats import bootstrap_ci, iqm
 
-OUT = Path(__file__).parent / "out"
+OUT = Path(__file__).parent
 ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("visrl/SvgRender-v0", {}),
     ("visrl/Jigsaw-v0", {}),
@@ -179,10 +180,15 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} ({platform.processor() or platform.machine()})"
-    (args.out / "baselines.md").write_text(f"# visrl baselines\n\n{stamp}\n\n{markdown(cells)}\n")
+    (args.out / "BASELINES.md").write_text(
+        f"# visrl baselines\n\n{stamp}. `make run` regenerates this file, `baselines.json` and `baselines.png`.\n\n"
+        f"Test split, seeds 0..{args.episodes - 1} per cell; score = `info['score']` at episode end (mean, 95% "
+        "percentile-bootstrap CI), IQM over episodes, success rate, mean return, mean steps.\n\n"
+        f"![baselines](baselines.png)\n\n{markdown(cells)}\n"
+    )
     (args.out / "baselines.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
     plot(cells, args.out / "baselines.png")
-    console.print(f"wrote {args.out}/baselines.md, .json and .png")
+    console.print(f"wrote {args.out}/BASELINES.md, baselines.json and baselines.png")
     return cells
 
 

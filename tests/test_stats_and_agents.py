@@ -77,7 +77,7 @@ def test_baseline_runner_writes_its_report(tmp_path) -> None:
     assert all(c.score == 1.0 and c.success_rate == 1.0 for c in oracle)
     assert (tmp_path / "baselines.png").stat().st_size > 10_000
     assert len(json.loads((tmp_path / "baselines.json").read_text())) == 16
-    assert "| `visrl/JigsawPair-v0` | text | 0 | oracle | 1.000" in (tmp_path / "baselines.md").read_text()
+    assert "| `visrl/JigsawPair-v0` | text | 0 | oracle | 1.000" in (tmp_path / "BASELINES.md").read_text()
 
 
 def test_sb3_ppo_trains_and_acts_on_the_numeric_interface() -> None:
