@@ -224,3 +224,29 @@ def test_malformed_text_actions(env_id: str) -> None:
         if terminated or truncated:
             env.reset()
     env.close()
+
+
+@pytest.mark.parametrize(
+    "pattern", ["<tool_call>", "<answer>", "<think>", "<svg", "```", "<think></think><answer>", "{[", "</svg>"]
+)
+def test_parsing_hostile_text_is_linear_time(env_id: str, pattern: str) -> None:
+    # 400 KB of repeated openings: a lazy or greedy regex rescans from each one (quadratic: minutes);
+    # linear parsing takes milliseconds. The bound is a 100x margin, not a benchmark.
+    import time
+
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    text = pattern * (400_000 // len(pattern))
+    start = time.monotonic()
+    info = env.step(text)[-1]
+    assert time.monotonic() - start < 5.0
+    assert info["action_error"]
+    env.close()
+
+
+def test_oversized_action_is_refused_before_parsing(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    info = env.step("<answer>" + "1" * (2 << 20) + "</answer>")[-1]
+    assert "the limit is" in info["action_error"]
+    env.close()

@@ -105,3 +105,11 @@ def test_pickles_without_its_process() -> None:
     assert clone.pid != w.pid
     w.close()
     clone.close()
+
+
+def test_calls_from_many_threads_are_serialised(worker: SandboxWorker) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda i: worker.call(T + "add", i, 1), range(64)))
+    assert results == [i + 1 for i in range(64)]

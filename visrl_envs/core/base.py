@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from visrl_envs.core.rewards import format_gate
-from visrl_envs.core.text import MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space, to_charset
+from visrl_envs.core.text import MAX_ACTION_CHARS, MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space, to_charset
 from visrl_envs.core.tools import ActionError, ToolSet
 
 ActionMode = Literal["text", "numeric"]
@@ -197,6 +197,8 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         env_error: str | None = None
         terminated = truncated = False
         try:
+            if self.action_mode == "text" and isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
+                raise ActionError(f"the action has {len(action)} characters; the limit is {MAX_ACTION_CHARS}")
             typed = self._parse_text(action) if self.action_mode == "text" else self._decode_numeric(action)
             outcome = self._apply(typed)
         except ActionError as err:

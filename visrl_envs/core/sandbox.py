@@ -26,6 +26,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,8 @@ class SandboxWorker:
         self._to_child = -1
         self._from_child = -1
         self._shared: mmap.mmap | None = None
+        self._lock = threading.Lock()  # one call at a time per worker (trainers step envs from thread pools)
+        self._lock_pid = os.getpid()
         self._owner_pid = -1
         self.spawn_count = 0
 
@@ -221,6 +224,12 @@ class SandboxWorker:
         :class:`SandboxCrash` when the worker had to be killed or died (it is respawned on the next
         call), and :class:`SandboxUnavailable` when no worker could be started.
         """
+        if self._lock_pid != os.getpid():  # forked: the parent's lock state means nothing here
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
+        with self._lock:
+            return self._call(function, args, timeout_s)
+
+    def _call(self, function: str, args: tuple[Any, ...], timeout_s: float | None) -> Any:
         if self._proc is not None and self._owner_pid != os.getpid():
             self.close()
         if self._proc is None:

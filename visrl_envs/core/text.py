@@ -20,6 +20,8 @@ _CHARSET_SET = frozenset(CHARSET)
 MAX_OBSERVATION_TEXT = 8192
 #: Longest action text the action space advertises; longer actions are still parsed or rejected clearly.
 MAX_ACTION_TEXT = 65536
+#: Longest action text parsed at all; longer text is an action error before any parsing.
+MAX_ACTION_CHARS = 1 << 20
 
 
 def text_space(max_length: int) -> spaces.Text:

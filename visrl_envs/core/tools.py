@@ -13,7 +13,6 @@ to fix.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -103,9 +102,39 @@ class Answer:
 
 ParsedAction = ToolCall | Answer
 
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+def tag_blocks(text: str, tag: str) -> tuple[list[str], bool]:
+    """The contents of every ``<tag>...</tag>`` block in order, and whether one was left unclosed.
+
+    Linear time with ``str.find`` (a lazy regex rescans to the end from every unclosed opening tag:
+    quadratic, seconds for 64 KB of hostile text).
+    """
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    blocks: list[str] = []
+    pos = 0
+    while True:
+        start = text.find(opening, pos)
+        if start < 0:
+            return blocks, False
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            return blocks, True
+        blocks.append(text[start + len(opening) : end])
+        pos = end + len(closing)
+
+
+def strip_think(text: str) -> str:
+    """``text`` without its closed ``<think>...</think>`` blocks."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("<think>", pos)
+        end = text.find("</think>", start + 7) if start >= 0 else -1
+        if end < 0:
+            parts.append(text[pos:])
+            return "".join(parts)
+        parts.append(text[pos:start])
+        pos = end + len("</think>")
 
 
 def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
@@ -119,7 +148,7 @@ def answer_text(content: str) -> str:
 
 def extract_answer(text: str) -> str | None:
     """The content of the last ``<answer>`` block, or None."""
-    found = _ANSWER.findall(_THINK.sub("", text))
+    found, _ = tag_blocks(strip_think(text), "answer")
     return found[-1].strip() if found else None
 
 
@@ -148,9 +177,9 @@ class ToolSet:
         """Parse one turn of agent text; raise :class:`ActionError` with a readable message."""
         if not isinstance(text, str):
             raise ActionError(f"the action must be a string, got {type(text).__name__}")
-        body = _THINK.sub("", text)
-        calls = _TOOL_CALL.findall(body)
-        answers = _ANSWER.findall(body)
+        body = strip_think(text)
+        calls, unclosed_call = tag_blocks(body, "tool_call")
+        answers, unclosed_answer = tag_blocks(body, "answer")
         if calls and answers:
             raise ActionError("send either one <tool_call> or one <answer> per turn, not both")
         if len(calls) > 1:
@@ -159,9 +188,9 @@ class ToolSet:
             return self._parse_call(calls[0])
         if answers:
             return Answer(answers[-1].strip())
-        if "<tool_call>" in body:
+        if unclosed_call:
             raise ActionError("unclosed <tool_call>: end it with </tool_call>")
-        if "<answer>" in body:
+        if unclosed_answer:
             raise ActionError("unclosed <answer>: end it with </answer>")
         expected = "<tool_call>{...}</tool_call>" if self.tools else ""
         expected += " or " if self.tools else ""

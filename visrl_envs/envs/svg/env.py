@@ -25,8 +25,6 @@ PANEL_GAP = 4
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
 _NVEC = (len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE))
 TARGET_SUFFIXES = {".svg", ".svgz", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-_FENCE = re.compile(r"```(?:svg|xml|html)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-_SVG = re.compile(r"<svg\b.*</svg\s*>", re.DOTALL | re.IGNORECASE)
 
 RewardFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -38,13 +36,23 @@ def extract_svg(text: str) -> str:
         raise ActionError(f"the action must be a string of SVG code, got {type(text).__name__}")
     content = extract_answer(text)
     content = text if content is None else content
-    fence = _FENCE.search(content)
-    if fence:
-        content = fence.group(1)
-    match = _SVG.search(content)
-    if match is None:
+    fence = content.find("```")
+    fence_end = content.find("```", fence + 3) if fence >= 0 else -1
+    if fence_end >= 0:  # a fenced block, with or without a language tag
+        content = content[fence + 3 : fence_end]
+        first_line, _, rest = content.partition("\n")
+        if first_line.strip().lower() in ("svg", "xml", "html"):
+            content = rest
+    # linear scans (a greedy regex from every "<svg" is quadratic on hostile text)
+    lower = content.lower()
+    start = lower.find("<svg")
+    while start >= 0 and start + 4 < len(lower) and not (lower[start + 4].isspace() or lower[start + 4] in ">/"):
+        start = lower.find("<svg", start + 4)
+    end = lower.rfind("</svg")
+    close = lower.find(">", end) if end >= 0 else -1
+    if start < 0 or close < 0 or close < start:
         raise ActionError("no <svg>...</svg> element found; reply with the SVG inside <answer>...</answer>")
-    return match.group(0)
+    return content[start : close + 1]
 
 
 class SvgRenderEnv(VisualEnv):
