@@ -28,7 +28,18 @@ def test_every_registered_entry_point_has_a_full_docstring() -> None:
     for entry in REGISTRY:
         module, _, name = entry.entry_point.partition(":")
         doc = getattr(importlib.import_module(module), name).__doc__ or ""
-        for section in ("## Action Space", "## Rewards", "## Anchors", "## Version History"):
+        sections = (
+            "Description",
+            "Action Space",
+            "Observation Space",
+            "Rewards",
+            "Starting State",
+            "Episode End",
+            "Arguments",
+            "Anchors",
+            "Version History",
+        )
+        for section in (f"## {name}\n" for name in sections):
             assert section in doc, (entry.id, section)
 
 

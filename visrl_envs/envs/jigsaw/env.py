@@ -414,12 +414,14 @@ class JigsawFullEnv(JigsawQuestionEnv):
     fraction of the ``2mn - m - n`` internal adjacencies right (``"connections"``). A malformed answer
     gets ``format = -0.1`` and no accuracy. ``info["score"]`` = acc; ``info["success"]`` = exact match.
 
-    ## Starting State / Episode End
-    A uniformly random permutation (the identity included, as chance levels assume); terminated by
-    the first well-formed answer; malformed answers
-    cost ``-0.1`` each and are retried until ``max_attempts`` (3) turns, then truncated.
-
     Chance levels: exact match 1/N!, expected fraction correct 1/N.
+
+    ## Starting State
+    A uniformly random permutation (the identity included, as those chance levels assume).
+
+    ## Episode End
+    Terminated by the first well-formed answer; malformed answers cost ``-0.1`` each and may be
+    retried until ``max_attempts`` (3) turns, then the episode is truncated.
 
     ## Arguments
     ``scoring``, ``max_attempts`` plus those of :class:`JigsawSwapEnv` (except ``swaps``).
@@ -580,9 +582,12 @@ class JigsawPairEnv(JigsawQuestionEnv):
     ``r = 1.0 * correct + 0.5 * fmt`` (terms ``accuracy``, ``format``); a malformed answer gets
     ``format = -0.1``. Chance: 1/2 (1-D), 1/8 (2-D).
 
-    ## Starting State / Episode End
-    A uniformly random permutation (identity included) and a random pair k != l; terminated by the first well-formed
-    answer; truncated after ``max_attempts`` (3) malformed ones.
+    ## Starting State
+    A uniformly random permutation (identity included) and a random pair of positions k != l.
+
+    ## Episode End
+    As :class:`JigsawFullEnv`: the first well-formed answer terminates; ``max_attempts`` (3)
+    malformed ones truncate.
 
     ## Arguments
     As :class:`JigsawFullEnv` (no ``scoring``). With the default grids, difficulty 0 is 1-D.
