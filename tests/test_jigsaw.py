@@ -202,3 +202,20 @@ def test_bad_arguments_raise() -> None:
         gym.make("visrl/Jigsaw-v0", swaps="diagonal")
     with pytest.raises(ValueError):
         gym.make("visrl/Jigsaw-v0", difficulty=7)
+
+
+def test_ladder_levels() -> None:
+    from visrl_envs.envs.jigsaw.env import DIFFICULTY_LEVELS, LADDER
+
+    grids = [gym.make("visrl/Jigsaw-v0", level=level).unwrapped.grid for level in range(len(LADDER))]
+    assert grids == [(2, 1), (3, 1), (2, 2), (3, 3), (4, 4), (4, 4), (4, 4)]
+    assert gym.make("visrl/Jigsaw-v0", level=5).unwrapped.mask_ratio == 0.1
+    assert gym.make("visrl/Jigsaw-v0", level=6).unwrapped.low_texture_share == 0.3
+    for difficulty, level in DIFFICULTY_LEVELS.items():
+        assert gym.make("visrl/Jigsaw-v0", difficulty=difficulty).unwrapped.level == level
+    pair = gym.make("visrl/JigsawPair-v0", level=1)
+    assert pair.unwrapped.n_choices == 2
+    orientations = {pair.reset(seed=s)[0]["text"].count("left") > 0 for s in range(12)}
+    assert orientations == {True, False}  # 3x1 and 1x3 both occur
+    with pytest.raises(ValueError):
+        gym.make("visrl/Jigsaw-v0", level=7)

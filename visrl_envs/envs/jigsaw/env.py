@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -16,10 +17,29 @@ from visrl_envs.core.tools import ActionError, Answer, Arg, Tool, ToolCall, Tool
 from visrl_envs.envs.jigsaw.board import TileBoard, solving_swaps
 from visrl_envs.envs.jigsaw.photos import PhotoPool, augment, builtin_pool, user_pool
 
-#: Grid (rows, cols) per difficulty; difficulty 0 is flipped to 1x2 with probability 1/2 (Jigsaw-R1).
-GRIDS = {0: (2, 1), 1: (2, 2), 2: (3, 3), 3: (4, 4)}
-#: Share of low-texture photos at difficulty 3.
-LOW_TEXTURE_SHARE = 0.3
+
+@dataclass(frozen=True)
+class Rung:
+    """One level of the jigsaw ladder: grid (rows, cols), tile-border mask ratio, low-texture share."""
+
+    grid: tuple[int, int]
+    mask_ratio: float = 0.0
+    low_texture: float = 0.0
+
+
+#: The ladder of the issue and Jigsaw-R1's curriculum: 2x1 -> 3x1 -> 2x2 -> 3x3 -> 4x4, then border
+#: masking, then low-texture photos. 1-D grids are flipped (1x2, 1x3) with probability 1/2 (Jigsaw-R1).
+LADDER = (
+    Rung((2, 1)),
+    Rung((3, 1)),
+    Rung((2, 2)),
+    Rung((3, 3)),
+    Rung((4, 4)),
+    Rung((4, 4), mask_ratio=0.1),
+    Rung((4, 4), mask_ratio=0.1, low_texture=0.3),
+)
+#: The ladder level each common ``difficulty`` 0..3 stands for.
+DIFFICULTY_LEVELS = {0: 0, 1: 2, 2: 3, 3: 6}
 DEFAULT_SIZE = {"text": 336, "numeric": 84}
 
 
@@ -47,22 +67,28 @@ class JigsawEnv(VisualEnv):
         mask_ratio: float | None = None,
         labels: bool = False,
         grid_lines: bool = False,
+        level: int | None = None,
     ) -> None:
         super().__init__(action_mode, difficulty, split, render_mode)
         self.size = int(size or DEFAULT_SIZE[action_mode])
+        if level is not None and not 0 <= level < len(LADDER):
+            raise ValueError(f"level must be in 0..{len(LADDER) - 1}, got {level}")
+        self.level = DIFFICULTY_LEVELS[self.difficulty] if level is None else int(level)
+        rung = LADDER[self.level]
         if grid is not None:
             rows, cols = int(grid[0]), int(grid[1])
             if rows < 1 or cols < 1 or rows * cols < 2 or rows * cols > 64:
                 raise ValueError(f"grid must have 2 to 64 tiles, got {grid}")
         else:
-            rows, cols = GRIDS[self.difficulty]
+            rows, cols = rung.grid
         self.grid: tuple[int, int] = (rows, cols)
         self.flip_orientation = grid is None and rows != cols
         for r, c in {(rows, cols), (cols, rows)} if self.flip_orientation else {(rows, cols)}:
             if self.size % r or self.size % c:
                 raise ValueError(f"size {self.size} is not divisible by the {r}x{c} grid")
         self.n_tiles = rows * cols
-        self.mask_ratio = float(mask_ratio if mask_ratio is not None else (0.1 if self.difficulty == 3 else 0.0))
+        self.mask_ratio = float(mask_ratio if mask_ratio is not None else rung.mask_ratio)
+        self.low_texture_share = rung.low_texture
         if not 0 <= self.mask_ratio < 0.5:
             raise ValueError("mask_ratio must be in [0, 0.5)")
         self.labels = bool(labels)
@@ -88,7 +114,7 @@ class JigsawEnv(VisualEnv):
             rows, cols = cols, rows
         self.rows, self.cols = rows, cols
         pool = self._pool
-        use_low = self.difficulty == 3 and pool.low_texture and rng.random() < LOW_TEXTURE_SHARE
+        use_low = bool(pool.low_texture) and rng.random() < self.low_texture_share
         photos = pool.low_texture if use_low else pool.regular
         photo = photos[int(rng.integers(len(photos)))]
         board = TileBoard(augment(photo, self.size, rng), rows, cols, self.mask_ratio)
@@ -193,10 +219,11 @@ class JigsawSwapEnv(JigsawEnv):
     Terminated when solved or on ``<answer>done</answer>``; truncated after ``2 * N`` steps.
 
     ## Arguments
-    ``difficulty`` sets the grid: 0 -> 2x1 (or 1x2), 1 -> 2x2, 2 -> 3x3, 3 -> 4x4 with border masking
-    (10%) and 30% low-texture photos; ``grid=(m, n)`` overrides (e.g. ``(3, 1)``, the second rung of
-    the Jigsaw-R1 curriculum). ``swaps``: ``"any"`` or ``"adjacent"``. ``size``, ``images``,
-    ``mask_ratio``, ``labels`` (draw position numbers), ``grid_lines``, plus the common ones.
+    ``level`` 0..6 walks the ladder 2x1 -> 3x1 -> 2x2 -> 3x3 -> 4x4 -> 4x4 with tile borders masked
+    (10%) -> the same with 30% low-texture photos (:data:`LADDER`); ``difficulty`` 0..3 stands for
+    levels 0, 2, 3, 6. 1-D grids are flipped to 1 x n with probability 1/2. ``grid=(m, n)`` and
+    ``mask_ratio`` override the level's. ``swaps``: ``"any"`` or ``"adjacent"``. ``size``, ``images``,
+    ``labels`` (draw position numbers), ``grid_lines``, plus the common ones.
 
     Chance: a random swapper solves 2x1 in one step; on larger grids the random agent's score stays
     near the expected fraction in place of a random permutation, 1/N.
