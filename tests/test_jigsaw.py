@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visrl_envs.envs.jigsaw.base import grid_string
 from visrl_envs.envs.jigsaw.board import TileBoard, minimum_swaps, solving_swaps
-from visrl_envs.envs.jigsaw.env import DIRECTIONS, connection_accuracy, grid_string, relative_direction
+from visrl_envs.envs.jigsaw.questions import DIRECTIONS, connection_accuracy, relative_direction
 
 
 def _board(rows: int = 2, cols: int = 3) -> TileBoard:
@@ -205,7 +206,7 @@ def test_bad_arguments_raise() -> None:
 
 
 def test_ladder_levels() -> None:
-    from visrl_envs.envs.jigsaw.env import DIFFICULTY_LEVELS, LADDER
+    from visrl_envs.envs.jigsaw import DIFFICULTY_LEVELS, LADDER
 
     grids = [gym.make("visrl/Jigsaw-v0", level=level).unwrapped.grid for level in range(len(LADDER))]
     assert grids == [(2, 1), (3, 1), (2, 2), (3, 3), (4, 4), (4, 4), (4, 4)]

@@ -34,7 +34,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
     ),
     EnvEntry(
         "visrl/Jigsaw-v0",
-        "visrl_envs.envs.jigsaw.env:JigsawSwapEnv",
+        "visrl_envs.envs.jigsaw.swap:JigsawSwapEnv",
         "jigsaw",
         128,
         "restore a shuffled photo by swapping tiles, one swap per turn",
@@ -42,7 +42,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
     ),
     EnvEntry(
         "visrl/JigsawFull-v0",
-        "visrl_envs.envs.jigsaw.env:JigsawFullEnv",
+        "visrl_envs.envs.jigsaw.questions:JigsawFullEnv",
         "jigsaw",
         3,
         "answer the original position of every tile of a shuffled photo",
@@ -50,7 +50,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
     ),
     EnvEntry(
         "visrl/JigsawPair-v0",
-        "visrl_envs.envs.jigsaw.env:JigsawPairEnv",
+        "visrl_envs.envs.jigsaw.questions:JigsawPairEnv",
         "jigsaw",
         3,
         "answer the original relative position of two tiles",

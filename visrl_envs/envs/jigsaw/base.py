@@ -1,0 +1,186 @@
+"""Shared machinery of the jigsaw envs: the difficulty ladder, photos, board, overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from visrl_envs.core.base import ActionMode, Split, VisualEnv
+from visrl_envs.core.files import PathList
+from visrl_envs.core.images import draw_text_boxes
+from visrl_envs.envs.jigsaw.board import TileBoard
+from visrl_envs.envs.jigsaw.photos import PhotoPool, augment, builtin_pool, user_pool
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One level of the jigsaw ladder: grid (rows, cols), tile-border mask ratio, low-texture share."""
+
+    grid: tuple[int, int]
+    mask_ratio: float = 0.0
+    low_texture: float = 0.0
+
+
+#: The ladder of the issue and Jigsaw-R1's curriculum: 2x1 -> 3x1 -> 2x2 -> 3x3 -> 4x4, then border
+#: masking, then low-texture photos. 1-D grids are flipped (1x2, 1x3) with probability 1/2 (Jigsaw-R1).
+LADDER = (
+    Rung((2, 1)),
+    Rung((3, 1)),
+    Rung((2, 2)),
+    Rung((3, 3)),
+    Rung((4, 4)),
+    Rung((4, 4), mask_ratio=0.1),
+    Rung((4, 4), mask_ratio=0.1, low_texture=0.3),
+)
+#: The ladder level each common ``difficulty`` 0..3 stands for.
+DIFFICULTY_LEVELS = {0: 0, 1: 2, 2: 3, 3: 6}
+DEFAULT_SIZE = {"text": 336, "numeric": 84}
+
+
+def grid_string(rows: int, cols: int, values: Sequence[int] | None = None) -> str:
+    """Rows of space-separated indices (1-based positions by default), as Jigsaw-R1 prints grids."""
+    values = list(range(1, rows * cols + 1)) if values is None else list(values)
+    return "\n".join(" ".join(str(v) for v in values[r * cols : (r + 1) * cols]) for r in range(rows))
+
+
+class JigsawEnv(VisualEnv):
+    """Shared machinery of the jigsaw envs: photos, grid, board, overlays. See the subclasses."""
+
+    family: ClassVar[str] = "jigsaw"
+
+    def __init__(
+        self,
+        action_mode: ActionMode = "text",
+        difficulty: int = 0,
+        split: Split = "train",
+        render_mode: str | None = None,
+        *,
+        size: int | None = None,
+        grid: tuple[int, int] | None = None,
+        images: PathList | None = None,
+        mask_ratio: float | None = None,
+        labels: bool = False,
+        grid_lines: bool = False,
+        level: int | None = None,
+    ) -> None:
+        super().__init__(action_mode, difficulty, split, render_mode)
+        self.size = int(size or DEFAULT_SIZE[action_mode])
+        if level is not None and not 0 <= level < len(LADDER):
+            raise ValueError(f"level must be in 0..{len(LADDER) - 1}, got {level}")
+        self.level = DIFFICULTY_LEVELS[self.difficulty] if level is None else int(level)
+        rung = LADDER[self.level]
+        if grid is not None:
+            rows, cols = int(grid[0]), int(grid[1])
+            if rows < 1 or cols < 1 or rows * cols < 2 or rows * cols > 64:
+                raise ValueError(f"grid must have 2 to 64 tiles, got {grid}")
+        else:
+            rows, cols = rung.grid
+        self.grid: tuple[int, int] = (rows, cols)
+        self.flip_orientation = grid is None and rows != cols
+        for r, c in {(rows, cols), (cols, rows)} if self.flip_orientation else {(rows, cols)}:
+            if self.size % r or self.size % c:
+                raise ValueError(f"size {self.size} is not divisible by the {r}x{c} grid")
+        self.n_tiles = rows * cols
+        self.mask_ratio = float(mask_ratio if mask_ratio is not None else rung.mask_ratio)
+        self.low_texture_share = rung.low_texture
+        if not 0 <= self.mask_ratio < 0.5:
+            raise ValueError("mask_ratio must be in [0, 0.5)")
+        self.labels = bool(labels)
+        self.grid_lines = bool(grid_lines)
+        self._user_images = images
+        self.board: TileBoard | None = None
+        self.rows, self.cols = rows, cols
+        self._overlay: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_pool", None)  # photos reload lazily (and are cached per process)
+        return state
+
+    # -- task ----------------------------------------------------------------------------------
+    @cached_property
+    def _pool(self) -> PhotoPool:
+        return user_pool(self._user_images) if self._user_images is not None else builtin_pool(self.split)
+
+    def _draw_board(self, rng: np.random.Generator) -> TileBoard:
+        rows, cols = self.grid
+        if self.flip_orientation and rng.random() < 0.5:
+            rows, cols = cols, rows
+        self.rows, self.cols = rows, cols
+        pool = self._pool
+        use_low = bool(pool.low_texture) and rng.random() < self.low_texture_share
+        photos = pool.low_texture if use_low else pool.regular
+        photo = photos[int(rng.integers(len(photos)))]
+        board = TileBoard(augment(photo, self.size, rng), rows, cols, self.mask_ratio)
+        self._overlay = self._make_overlay(board) if (self.labels or self.grid_lines) else None
+        return board
+
+    def _shuffle(self, board: TileBoard, rng: np.random.Generator, allow_identity: bool = False) -> None:
+        """A uniformly random permutation; the swap puzzle excludes the already-solved identity, the
+        questions keep it (else a 2-tile board would give the answer away)."""
+        perm = rng.permutation(board.n)
+        while not allow_identity and np.array_equal(perm, np.arange(board.n)):
+            perm = rng.permutation(board.n)
+        board.set_permutation(perm)
+
+    def _make_overlay(self, board: TileBoard) -> tuple[np.ndarray, np.ndarray]:
+        canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        mask_canvas = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+        if self.grid_lines:
+            for r in range(1, board.rows):
+                canvas[r * board.tile_h - 1 : r * board.tile_h + 1] = (255, 255, 255)
+                mask_canvas[r * board.tile_h - 1 : r * board.tile_h + 1] = 0
+            for c in range(1, board.cols):
+                canvas[:, c * board.tile_w - 1 : c * board.tile_w + 1] = (255, 255, 255)
+                mask_canvas[:, c * board.tile_w - 1 : c * board.tile_w + 1] = 0
+        if self.labels:
+            text_size = max(8, min(board.tile_h, board.tile_w) // 5)
+            labels = [(board.position_box(p)[0] + 3, board.position_box(p)[1] + 3, str(p + 1)) for p in range(board.n)]
+            marks = draw_text_boxes(np.full_like(canvas, 255), labels, text_size)
+            changed = np.any(marks != 255, axis=2)
+            canvas[changed] = marks[changed]
+            mask_canvas[changed] = 0
+        mask = np.all(mask_canvas == 0, axis=2)
+        return mask, canvas
+
+    def _board_image(self) -> np.ndarray:
+        assert self.board is not None
+        image = self.board.image.copy()
+        if self._overlay is not None:
+            mask, canvas = self._overlay
+            image[mask] = canvas[mask]
+        return image
+
+    def _grid_description(self) -> str:
+        assert self.board is not None
+        b = self.board
+        ends = ("left", "right") if b.rows == 1 else ("top", "bottom") if b.cols == 1 else ("top-left", "bottom-right")
+        masked = " The borders of each tile have been masked out." if self.mask_ratio > 0 else ""
+        return (
+            f"The {self.size}x{self.size} px image is divided into {b.rows}x{b.cols} tiles ({b.rows} row(s) x {b.cols}"
+            f" column(s), {b.tile_w}x{b.tile_h} px each) that have been shuffled.{masked} Positions are numbered from 1 ({ends[0]}) to {b.n} ({ends[1]}),"
+            f" row by row:\n```\n{grid_string(b.rows, b.cols)}\n```"
+        )
+
+    # -- shared hooks ---------------------------------------------------------------------------
+    def _text_image(self) -> np.ndarray:
+        return self._board_image()
+
+    def _render_frame(self) -> np.ndarray:
+        return self._board_image()
+
+    def _image_space(self) -> spaces.Box:
+        return spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
+
+    def oracle_text(self) -> str:
+        """The text action an all-knowing agent sends now (for scripted baselines and tests)."""
+        raise NotImplementedError
+
+    def oracle_numeric(self) -> Any:
+        """The numeric action an all-knowing agent sends now."""
+        raise NotImplementedError
