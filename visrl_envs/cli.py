@@ -28,28 +28,6 @@ def _docs(out: Path) -> None:
         print(f"wrote {out / env_page_name(e)}")
 
 
-def _play(env_id: str, difficulty: int, seed: int) -> None:
-    """Play an env in a pygame window by typing text actions in the terminal."""
-    import gymnasium as gym
-
-    import visrl_envs  # noqa: F401
-
-    env = gym.make(env_id, difficulty=difficulty, render_mode="human")
-    obs, info = env.reset(seed=seed)
-    print(obs["text"])
-    while True:
-        try:
-            action = input("action> ")
-        except EOFError:
-            break
-        obs, reward, terminated, truncated, info = env.step(action)
-        print(obs["text"])
-        print(f"reward {reward:+.3f}  score {info['score']:.3f}  success {info['success']}")
-        if terminated or truncated:
-            break
-    env.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="visrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("table", help="the env table as markdown (for the README)")
     docs = sub.add_parser("docs", help="write one markdown page per env from its docstring")
     docs.add_argument("--out", default="docs/envs")
-    play = sub.add_parser("play", help="play an env in a window, typing text actions")
+    play = sub.add_parser("play", help="play an env in its window (mouse for jigsaw swaps, else typed actions)")
     play.add_argument("env_id")
     play.add_argument("--difficulty", type=int, default=0)
     play.add_argument("--seed", type=int, default=0)
@@ -69,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "docs":
         _docs(Path(args.out))
     else:
-        _play(args.env_id, args.difficulty, args.seed)
+        from visrl_envs.play import play
+
+        play(args.env_id, args.difficulty, args.seed)
     return 0
 
 

@@ -119,6 +119,7 @@ class JigsawSwapEnv(JigsawEnv):
     def _new_task(self, rng: np.random.Generator) -> None:
         self.board = self._draw_board(rng)
         self._shuffle(self.board, rng)
+        self._selected: int | None = None
 
     def _prompt(self) -> str:
         only = " Only tiles that share an edge can be swapped." if self.swaps == "adjacent" else ""
@@ -169,6 +170,32 @@ class JigsawSwapEnv(JigsawEnv):
 
     def _success(self) -> bool:
         return self.board is not None and self.board.solved
+
+    # -- human play (visrl play) ---------------------------------------------------------------
+    def click_action(self, x: int, y: int) -> str | None:
+        """A click at pixel ``(x, y)`` of the rendered board: the first selects a tile (highlighted),
+        the second returns the swap as text (clicking the selected tile again unselects it)."""
+        assert self.board is not None
+        b = self.board
+        if not (0 <= x < self.size and 0 <= y < self.size):
+            return None
+        pos = (y // b.tile_h) * b.cols + x // b.tile_w
+        selected, self._selected = getattr(self, "_selected", None), None
+        if selected is None:
+            self._selected = pos
+            return None
+        if selected == pos:
+            return None
+        return tool_call_text("swap", {"a": selected + 1, "b": pos + 1})
+
+    def _render_frame(self) -> np.ndarray:
+        frame = self._board_image()
+        selected = getattr(self, "_selected", None)
+        if selected is not None and self.board is not None:
+            x0, y0, x1, y1 = self.board.position_box(selected)
+            frame[y0 : y0 + 3, x0:x1] = frame[y1 - 3 : y1, x0:x1] = (255, 215, 0)
+            frame[y0:y1, x0 : x0 + 3] = frame[y0:y1, x1 - 3 : x1] = (255, 215, 0)
+        return frame
 
     def oracle_swap(self) -> tuple[int, int] | None:
         """The next swap of a shortest solution (any swaps), or a greedy adjacent swap that moves the
