@@ -26,7 +26,7 @@ from rich.table import Table
 
 import visrl_envs  # noqa: F401
 from agents.base import Agent
-from agents.scripted import OracleAgent, RandomAgent
+from agents.scripted import NullAgent, OracleAgent, RandomAgent
 from benchmarks.stats import bootstrap_ci, iqm
 
 OUT = Path(__file__).parent
@@ -36,7 +36,9 @@ ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("visrl/JigsawFull-v0", {}),
     ("visrl/JigsawPair-v0", {}),
 )
-AGENTS: dict[str, Callable[[], Agent]] = {"random": RandomAgent, "oracle": OracleAgent}
+AGENTS: dict[str, Callable[[], Agent]] = {"null": NullAgent, "random": RandomAgent, "oracle": OracleAgent}
+#: Agents that act on one interface only.
+TEXT_ONLY = {"null"}
 
 
 @dataclass
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         for i in ("text", "numeric")
         for d in range(4)
         for a in AGENTS
+        if i == "text" or a not in TEXT_ONLY
     ]
     console = Console(width=max(Console().width, 150))
     cells: list[Cell] = []

@@ -134,6 +134,11 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         """The text form of a typed action (what an agent would write to do the same)."""
         raise NotImplementedError
 
+    def null_text(self) -> str:
+        """The well-formed text action that changes nothing (the null baseline): its score is the
+        floor of the task metric, e.g. a blank SVG's similarity to the target."""
+        raise NotImplementedError
+
     # -- sampling (random agents, tests) -----------------------------------------------------------
     def sample_numeric_action(self, rng: np.random.Generator) -> Any:
         """A uniformly random numeric action drawn from ``rng``."""

@@ -174,6 +174,10 @@ class JigsawFullEnv(JigsawQuestionEnv):
         assert self.board is not None
         return self.board.perm.copy()
 
+    def null_text(self) -> str:
+        """The identity answer: every tile is where it belongs."""
+        return self._action_text(list(range(self.n_tiles)))
+
     def oracle_text(self) -> str:
         return self._action_text([int(v) for v in self.oracle_numeric()])
 
@@ -346,6 +350,10 @@ class JigsawPairEnv(JigsawQuestionEnv):
 
     def oracle_numeric(self) -> int:
         return self._choice_directions().index(self.truth)
+
+    def null_text(self) -> str:
+        """Always the first choice, (A)."""
+        return answer_text("A")
 
     def oracle_text(self) -> str:
         return self._action_text(self.oracle_numeric())

@@ -219,6 +219,9 @@ class JigsawSwapEnv(JigsawEnv):
             step = -cols
         return (min(at, at + step), max(at, at + step))
 
+    def null_text(self) -> str:
+        return answer_text("done")
+
     def oracle_text(self) -> str:
         swap = self.oracle_swap()
         if swap is None:

@@ -381,6 +381,10 @@ class SvgRenderEnv(VisualEnv):
         assert best is not None
         return np.asarray(best, dtype=np.int64)
 
+    def null_text(self) -> str:
+        """An empty SVG: the blank white canvas."""
+        return answer_text(svg_document(""))
+
     def oracle_text(self) -> str:
         """The hidden program, or for raster-only targets a 32 x 32 grid of rectangles approximating it."""
         assert self.target is not None
