@@ -92,6 +92,10 @@ class SvgRenderEnv(VisualEnv):
     ``reward_fn_weight * value`` as ``custom`` (``reward_fn_mode="add"``) or replaces ``similarity`` in
     the quality (``"replace"``), e.g. for DreamSim/DINO on the user's GPU.
     ``info["score"]`` = similarity; ``info["success"]`` = similarity >= ``success_threshold`` (0.99).
+    Floors (benchmarks/BASELINES.md): an empty SVG scores ~0.52 at difficulties 0-1 and ~0.30 at 3
+    (the white background matches), about what one random primitive per turn scores; pixel and
+    SSIM terms punish a wrong shape more than no shape, so raise ``weights.edge`` or add a
+    ``reward_fn`` if a policy learns to draw little.
 
     ## Starting State
     A white canvas and a target drawn from the task seed.
