@@ -92,7 +92,8 @@ class JigsawSwapEnv(JigsawEnv):
             ],
             answer_hint="<answer>done</answer> when the image is restored",
         )
-        # Adjacent pairs must not depend on the episode's orientation: an explicit list per layout.
+        # Any-swaps: all unordered pairs. Adjacent swaps: the board's own list each episode (its length,
+        # m(n-1) + n(m-1), is the same for the m x n and n x m layouts of the orientation flip).
         self._all_pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
         self._set_spaces(
             (self.size, self.size, 3),
