@@ -172,3 +172,46 @@ def test_close_leaves_no_worker() -> None:
     env.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _sandbox_children(parents: set[int]) -> set[int]:
+    """Sandbox worker pids whose parent is one of ``parents`` (other tests' workers are ignored)."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,cmd"], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines()[1:]:
+        pid, ppid, cmd = line.split(None, 2)
+        if "_sandbox_child" in cmd and int(ppid) in parents:
+            found.add(int(pid))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_async_vector_envs_leave_no_worker_even_when_killed() -> None:
+    for abrupt in (False, True):
+        envs = gym.make_vec("visrl/SvgRender-v0", num_envs=2, vectorization_mode="async", size=64)
+        envs.reset(seed=0)
+        _, reward, terminated, _, _ = envs.step(tuple(envs.unwrapped.call("oracle_text")))
+        assert terminated.all()
+        workers = _sandbox_children({p.pid for p in envs.unwrapped.processes})
+        assert len(workers) == 2
+        if abrupt:  # a crashed trainer: the workers' parent dies, PR_SET_PDEATHSIG takes the workers
+            for process in envs.unwrapped.processes:
+                process.kill()
+                process.join()
+        else:
+            envs.close()
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in workers), abrupt
