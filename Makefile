@@ -32,6 +32,7 @@ bench: install
 lint: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy visrl_envs agents benchmarks --ignore-missing-imports
 
 clean:
 	rm -f $(STAMP)

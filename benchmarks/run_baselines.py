@@ -71,7 +71,7 @@ def run_cell(
         total, steps = 0.0, 0
         while True:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-            total += reward
+            total += float(reward)
             steps += 1
             if terminated or truncated:
                 break

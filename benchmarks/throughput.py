@@ -9,6 +9,7 @@ so they mean something on a shared, noisy machine where absolute rates drift. Wr
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import platform
@@ -99,24 +100,31 @@ def stepper(env: gym.Env, actions: list, reset_seed: int = 0) -> Callable[[], ob
     return cycling(step, actions)
 
 
+def seeded_reset(env: gym.Env) -> Callable[[int], object]:
+    return lambda seed: env.reset(seed=seed)
+
+
+def render_random_target(rng: np.random.Generator, size: int) -> np.ndarray:
+    """What an env reset must do at least: generate a difficulty-0 target and render it."""
+    return render_trusted(generate_svg(rng, 0), size)
+
+
 def svg_rows(repeats: int) -> list[Row]:
     rows = []
     for size in (64, 128, 256):
         for difficulty in (0, 2):
             env = gym.make("visrl/SvgRender-v0", size=size, difficulty=difficulty, max_turns=10**6)
             env.reset(seed=1)
-            code = env.unwrapped.target_code
+            base: Any = env.unwrapped
+            code = base.target_code
             attempt = code.replace("</svg>", '<rect x="3" y="3" width="9" height="9" fill="#123456"/></svg>')
             n = 200 if difficulty == 0 else 60
             env_rate = rate(stepper(env, [f"<answer>{attempt}</answer>"], 1), n, repeats)
             data = attempt.encode()
-            bare = rate(
-                lambda d=data, s=size: cairosvg.svg2png(
-                    bytestring=d, output_width=s, output_height=s, background_color="white"
-                ),
-                n,
-                repeats,
+            svg2png = functools.partial(
+                cairosvg.svg2png, bytestring=data, output_width=size, output_height=size, background_color="white"
             )
+            bare = rate(svg2png, n, repeats)
             rows.append(
                 Row(
                     f"SvgRender text step, {size} px, d{difficulty}",
@@ -126,7 +134,7 @@ def svg_rows(repeats: int) -> list[Row]:
                     "<= 1.25x" if size == 256 else "",
                 )
             )
-            direct = rate(lambda a=attempt, s=size: render_trusted(a, s), n, repeats)
+            direct = rate(functools.partial(render_trusted, attempt, size), n, repeats)
             rows.append(
                 Row(
                     f"  (same) vs in-process render to array, {size} px, d{difficulty}",
@@ -140,11 +148,12 @@ def svg_rows(repeats: int) -> list[Row]:
     for size in (64, 128, 256):
         env = gym.make("visrl/SvgRender-v0", action_mode="numeric", size=size, difficulty=3)
         env.reset(seed=0)
-        actions = [env.unwrapped.sample_numeric_action(rng) for _ in range(64)]
+        base = env.unwrapped
+        actions = [base.sample_numeric_action(rng) for _ in range(64)]
         env_rate = step_rate(env, actions, 300, repeats)
         canvas = PrimitiveCanvas(size)
 
-        def bare(primitive: tuple[int, ...], c: PrimitiveCanvas = canvas) -> np.ndarray:
+        def draw(primitive: tuple[int, ...], c: PrimitiveCanvas = canvas) -> np.ndarray:
             if len(c.primitives) >= 32:
                 c.clear()
             c.draw(*primitive)
@@ -155,16 +164,16 @@ def svg_rows(repeats: int) -> list[Row]:
                 f"SvgRender numeric step, {size} px, d3",
                 env_rate,
                 "cairo draw of one primitive + read",
-                rate(cycling(bare, [tuple(int(v) for v in a) for a in actions]), 300, repeats),
+                rate(cycling(draw, [tuple(int(v) for v in a) for a in actions]), 300, repeats),
                 ">= 2000/s" if size == 64 else "",
             )
         )
         env.close()
     for size in (64, 256):
         env = gym.make("visrl/SvgRender-v0", size=size, difficulty=0)
-        reset_rate = rate(cycling(lambda seed, e=env: e.reset(seed=seed), list(range(10**4))), 100, repeats)
+        reset_rate = rate(cycling(seeded_reset(env), list(range(10**4))), 100, repeats)
         rngs = [np.random.default_rng(seed) for seed in range(10**3)]
-        bare_reset = rate(cycling(lambda rng, s=size: render_trusted(generate_svg(rng, 0), s), rngs), 100, repeats)
+        bare_reset = rate(cycling(functools.partial(render_random_target, size=size), rngs), 100, repeats)
         rows.append(
             Row(
                 f"SvgRender reset, d0, {size} px (ms = 1000/rate)",
@@ -183,11 +192,12 @@ def jigsaw_rows(repeats: int) -> list[Row]:
     rng = np.random.default_rng(0)
     for difficulty in (1, 3):
         env = gym.make("visrl/Jigsaw-v0", action_mode="numeric", difficulty=difficulty)
-        actions = [env.unwrapped.sample_numeric_action(rng) for _ in range(256)]
+        base_env: Any = env.unwrapped
+        actions = [base_env.sample_numeric_action(rng) for _ in range(256)]
         env_rate = step_rate(env, actions, 20000, repeats)
-        raw = step_rate(env.unwrapped, actions, 20000, repeats)
+        raw = step_rate(base_env, actions, 20000, repeats)
         with_resets = rate(stepper(env, actions), 20000, repeats)
-        tiles = env.unwrapped.grid[0]
+        tiles = base_env.grid[0]
         side = 84 // tiles
 
         board = np.zeros((84, 84, 3), np.uint8)
@@ -201,7 +211,7 @@ def jigsaw_rows(repeats: int) -> list[Row]:
 
         pairs = [(int(a), int(b)) for a, b in rng.integers(0, tiles, (256, 2))]
         bare_rate = rate(cycling(bare, pairs), 20000, repeats)
-        grid = "x".join(map(str, env.unwrapped.grid))
+        grid = "x".join(map(str, base_env.grid))
         base = "numpy tile swap + copy"
         rows.append(Row(f"Jigsaw numeric step, 84 px, {grid} (gym.make)", env_rate, base, bare_rate, ">= 20000/s"))
         rows.append(Row(f"Jigsaw numeric step, 84 px, {grid} (unwrapped)", raw, base, bare_rate))
@@ -209,7 +219,8 @@ def jigsaw_rows(repeats: int) -> list[Row]:
         env.close()
     env = gym.make("visrl/Jigsaw-v0", difficulty=2)
     env.reset(seed=0)
-    texts = [env.unwrapped.sample_text_action(rng) for _ in range(64)]
+    jigsaw: Any = env.unwrapped
+    texts = [jigsaw.sample_text_action(rng) for _ in range(64)]
     rows.append(Row("Jigsaw text step, 336 px, 3x3 (parse + swap + obs)", rate(stepper(env, texts), 3000, repeats)))
     seeds = iter(range(10**6))
     rows.append(

@@ -45,8 +45,8 @@ def play(
                 except EOFError:
                     break
                 obs, reward, terminated, truncated, info = env.step(action)
-                rewards.append(reward)
-                _report(obs, reward, info)
+                rewards.append(float(reward))
+                _report(obs, float(reward), info)
                 if terminated or truncated:
                     break
     finally:
@@ -74,7 +74,7 @@ def _mouse_loop(env: gym.Env, base: Any, rewards: list[float], idle_timeout_ms: 
                 env.render()  # show the selection
         if action is not None:
             obs, reward, terminated, truncated, info = env.step(action)
-            rewards.append(reward)
-            _report(obs, reward, info)
+            rewards.append(float(reward))
+            _report(obs, float(reward), info)
             if terminated or truncated:
                 return

@@ -59,7 +59,7 @@ class SB3Agent:
         self.name = name
 
     def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        if env.unwrapped.action_mode != "numeric":
+        if getattr(env.unwrapped, "action_mode", None) != "numeric":
             raise ValueError("SB3 agents act on the numeric interface")
 
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
@@ -77,7 +77,7 @@ def evaluate(agent: Any, env_id: str, episodes: int = 20, split: str = "test", *
         total = 0.0
         while True:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-            total += reward
+            total += float(reward)
             if terminated or truncated:
                 break
         scores.append(info["score"])

@@ -51,7 +51,7 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         render_mode: ``None``, ``"rgb_array"`` or ``"human"`` (a pygame window).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}  # noqa: RUF012 - gymnasium's convention
     family: ClassVar[str] = ""
     #: Reward term added for a malformed or invalid action (RAGEN/GEM convention: -0.1).
     format_penalty: ClassVar[float] = -0.1

@@ -112,7 +112,7 @@ def fast_canny(gray: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: flo
     kernel = _KERNELS.get(sigma)
     if kernel is None:
         kernel = _KERNELS[sigma] = _gaussian_kernel(sigma)
-    return _kernels.canny(np.ascontiguousarray(gray, dtype=np.float32), kernel, np.float32(low), np.float32(high))
+    return _kernels.canny(np.ascontiguousarray(gray, dtype=np.float32), kernel, float(low), float(high))
 
 
 def dilate3(mask: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ textures, flat scenes) are the ambiguous boards JigShape warns about; difficulty
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -23,8 +24,10 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".t
 
 
 def _package_dir(module: str, *parts: str) -> Path:
-    mod = __import__(module, fromlist=["__file__"])
-    return Path(os.path.dirname(mod.__file__), *parts)
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"{module} is needed for the built-in photos")
+    return Path(os.path.dirname(spec.origin), *parts)
 
 
 def _builtin_paths() -> dict[str, Path]:
@@ -70,14 +73,15 @@ def load_photo(path: str | Path) -> Image.Image:
 
     ``PIL.Image.MAX_IMAGE_PIXELS`` stays on, so decompression bombs are refused.
     """
-    with Image.open(path) as im:
-        im.draft("RGB", (MAX_SIDE, MAX_SIDE))
-        im = im.convert("RGB")
-        scale = MAX_SIDE / max(im.size)
-        if scale < 1:
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BOX)
-        im.load()
-        return im
+    with Image.open(path) as source:
+        source.draft("RGB", (MAX_SIDE, MAX_SIDE))
+        image = source.convert("RGB")
+    scale = MAX_SIDE / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BOX)
+    image.load()
+    return image
 
 
 @cache
