@@ -143,7 +143,7 @@ def plot(cells: list[Cell], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=20, help="episodes (test-split seeds 0..N-1) per cell")
+    parser.add_argument("--episodes", type=int, default=50, help="episodes (test-split seeds 0..N-1) per cell")
     parser.add_argument("--envs", nargs="*", default=[e for e, _ in ENVS])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

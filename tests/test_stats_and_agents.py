@@ -112,3 +112,15 @@ def test_null_agent_scores_the_floor() -> None:
         env.close()
     with pytest.raises(ValueError):
         NullAgent().reset(gym.make("visrl/Jigsaw-v0", action_mode="numeric"))
+
+
+def test_random_agent_is_independent_of_the_task_seed() -> None:
+    # two-choice question: a random answer must be right about half the time over many episodes
+    env = gym.make("visrl/JigsawPair-v0", split="test")
+    agent = RandomAgent()
+    correct = []
+    for episode in range(200):
+        obs, info = env.reset(seed=episode)
+        agent.reset(env, seed=episode)
+        correct.append(env.step(agent.act(obs, info))[-1]["success"])
+    assert 0.4 < np.mean(correct) < 0.6
