@@ -86,6 +86,9 @@ def hostile_inputs(port: int, canary: Path) -> dict[str, str]:
         "deep_nesting": _svg(nested),
         "use_bomb": _svg(uses + '<use href="#l7"/>'),
         "use_cycle": _svg('<g id="a"><use href="#b"/></g><g id="b"><use href="#a"/></g>'),
+        "use_chain": _svg(
+            "".join(f'<g id="u{i}"><use href="#u{i + 1}"/></g>' for i in range(4000)) + '<g id="u4000"/>'
+        ),
         "gzip_bytes_as_text": gzip.compress(_svg("<rect/>" * 10).encode()).decode("latin-1"),
         "empty": "<answer></answer>",
         "garbage": "<answer><svg>\x00\x01 not xml</answer>",
@@ -120,6 +123,7 @@ def test_error_messages_explain(env: gym.Env, canary_server: tuple[int, list[str
         "deep_nesting": "nesting deeper",
         "use_bomb": "<use> references expand",
         "use_cycle": "<use> references expand",
+        "use_chain": "<use> references chain too deeply",
         "huge_size": "width/height",
         "empty": "no <svg>",
     }

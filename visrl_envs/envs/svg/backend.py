@@ -100,7 +100,11 @@ def check_svg(data: bytes) -> None:
             ids[node.attrib["id"]] = node
         _check_references(node)
         stack.extend((child, depth + 1) for child in node)
-    if _expanded_size(root, ids) > MAX_EXPANDED:
+    try:
+        expanded = _expanded_size(root, ids)
+    except RecursionError:
+        raise SvgInputError("<use> references chain too deeply") from None
+    if expanded > MAX_EXPANDED:
         raise SvgInputError(f"<use> references expand to more than {MAX_EXPANDED} elements")
 
 
