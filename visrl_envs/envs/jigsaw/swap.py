@@ -48,7 +48,8 @@ class JigsawSwapEnv(JigsawEnv):
     ``level`` 0..6 walks the ladder 2x1 -> 3x1 -> 2x2 -> 3x3 -> 4x4 -> 4x4 with tile borders masked
     (10%) -> the same with 30% low-texture photos (:data:`LADDER`); ``difficulty`` 0..3 stands for
     levels 0, 2, 3, 6. 1-D grids are flipped to 1 x n with probability 1/2. ``grid=(m, n)`` and
-    ``mask_ratio`` override the level's. ``swaps``: ``"any"`` or ``"adjacent"``. ``size``, ``images``,
+    ``mask_ratio`` override the level's. ``swaps``: ``"any"`` or ``"adjacent"``. ``size``, ``images`` (files or
+    directories used by both splits instead of the packaged photos),
     ``labels`` (draw position numbers), ``grid_lines``, plus the common ones.
 
     Chance: a random swapper solves 2x1 in one step; on larger grids the random agent's score stays

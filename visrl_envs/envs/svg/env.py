@@ -105,7 +105,8 @@ class SvgRenderEnv(VisualEnv):
     8/16/24/32 by difficulty) steps, or on a renderer failure (``info["env_error"]``).
 
     ## Arguments
-    ``size``, ``max_turns``, ``max_primitives``, ``targets`` (SVG/SVGZ/PNG/JPEG files or directories),
+    ``size``, ``max_turns``, ``max_primitives``, ``targets`` (SVG/SVGZ/PNG/JPEG files or directories; used by
+    both splits, whose task seeds still differ; non-square rasters are letterboxed on white),
     ``weights`` (:class:`SimilarityWeights`), ``metric_size`` (``None`` scores at full size), ``length_weight``, ``reward_fn``, ``reward_fn_mode``,
     ``reward_fn_weight``, ``success_threshold``, ``render_timeout_s``, plus the common ones.
 
