@@ -41,6 +41,17 @@ MALFORMED_CORE = [
 ]
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` still exists (reaped processes do not)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def malformed_actions(n: int, seed: int = 0) -> list[str]:
     """``n`` malformed text actions: the core corpus, then random garbage built from it."""
     rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 
+from tests.helpers import process_alive
 from visrl_envs.core.sandbox import (
     SandboxCallError,
     SandboxCrash,
@@ -16,14 +17,6 @@ from visrl_envs.core.sandbox import (
 )
 
 T = "tests.sandbox_targets:"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def test_timeout_kills_and_respawns(worker: SandboxWorker) -> None:
     spawned = worker.spawn_count
     with pytest.raises(SandboxTimeout):
         worker.call(T + "sleep", 30, timeout_s=0.5)
-    assert not _alive(old)
+    assert not process_alive(old)
     assert worker.call(T + "sleep", 0) == "woke"
     assert worker.spawn_count == spawned + 1
 
@@ -93,7 +86,7 @@ def test_close_leaves_no_process() -> None:
     pid = w.call(T + "pid")
     w.close()
     w.close()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 def test_pickles_without_its_process() -> None:

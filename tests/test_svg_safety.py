@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import process_alive
+
 NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
 CANARY_RGB = (17, 203, 97)
 
@@ -191,16 +193,6 @@ def _sandbox_children(parents: set[int]) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_async_vector_envs_leave_no_worker_even_when_killed() -> None:
     for abrupt in (False, True):
         envs = gym.make_vec("visrl/SvgRender-v0", num_envs=2, vectorization_mode="async", size=64)
@@ -216,6 +208,6 @@ def test_async_vector_envs_leave_no_worker_even_when_killed() -> None:
         else:
             envs.close()
         deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(pid) for pid in workers), abrupt
+        assert not any(process_alive(pid) for pid in workers), abrupt

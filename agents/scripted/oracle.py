@@ -20,8 +20,6 @@ class OracleAgent:
 
     def reset(self, env: gym.Env, seed: int | None = None) -> None:
         self.env = env.unwrapped
-        if not hasattr(self.env, "oracle_text"):
-            raise TypeError(f"{type(self.env).__name__} has no oracle")
 
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
         if self.env.action_mode == "text":

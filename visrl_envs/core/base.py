@@ -130,14 +130,43 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
     def _close_backends(self) -> None:
         """Release renderers, workers, browsers (idempotent)."""
 
+    @abstractmethod
     def _action_text(self, action: Any) -> str:
         """The text form of a typed action (what an agent would write to do the same)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def null_text(self) -> str:
         """The well-formed text action that changes nothing (the null baseline): its score is the
         floor of the task metric, e.g. a blank SVG's similarity to the target."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def oracle_text(self) -> str:
+        """The text action an all-knowing agent sends now (scripted baselines; proves solvability)."""
+
+    @abstractmethod
+    def oracle_numeric(self) -> Any:
+        """The numeric action an all-knowing (or, where noted, greedy) agent sends now."""
+
+    def _numeric_integers(self, action: Any) -> int | tuple[int, ...]:
+        """Validate a Discrete or MultiDiscrete action against ``numeric_action_space``: an int, or a
+        tuple of ints; raises :class:`ActionError` with a readable message otherwise."""
+        space = self.numeric_action_space
+        if isinstance(space, spaces.Discrete):
+            try:
+                k = int(action)
+            except (TypeError, ValueError):
+                raise ActionError(f"numeric action must be an integer, got {action!r}") from None
+            if not space.start <= k < space.start + space.n:
+                raise ActionError(f"numeric action must be in [{space.start}, {space.start + space.n}), got {k}")
+            return k
+        assert isinstance(space, spaces.MultiDiscrete)
+        values = np.asarray(action).reshape(-1)
+        if values.shape != (space.nvec.size,) or values.dtype.kind not in "iu":
+            raise ActionError(f"numeric action must be {space.nvec.size} integers")
+        decoded = tuple(values.tolist())
+        if not all(0 <= v < n for v, n in zip(decoded, space.nvec.tolist(), strict=True)):
+            raise ActionError(f"numeric action out of range: {list(decoded)} vs {space.nvec.tolist()}")
+        return decoded
 
     # -- sampling (random agents, tests) -----------------------------------------------------------
     def sample_numeric_action(self, rng: np.random.Generator) -> Any:
@@ -149,7 +178,7 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
             return (rng.random(space.nvec.shape) * space.nvec).astype(space.dtype)
         if isinstance(space, spaces.Box):
             return rng.uniform(space.low, space.high).astype(space.dtype)
-        raise NotImplementedError(f"no sampler for {space}")
+        raise TypeError(f"numeric action spaces are Discrete, MultiDiscrete or Box; got {space}")
 
     def sample_text_action(self, rng: np.random.Generator) -> str:
         """A well-formed random text action: a random numeric action written as text."""

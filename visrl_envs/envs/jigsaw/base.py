@@ -176,11 +176,3 @@ class JigsawEnv(VisualEnv):
 
     def _image_space(self) -> spaces.Box:
         return spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
-
-    def oracle_text(self) -> str:
-        """The text action an all-knowing agent sends now (for scripted baselines and tests)."""
-        raise NotImplementedError
-
-    def oracle_numeric(self) -> Any:
-        """The numeric action an all-knowing agent sends now."""
-        raise NotImplementedError

@@ -142,12 +142,9 @@ class JigsawFullEnv(JigsawQuestionEnv):
         return [v - 1 for v in values]
 
     def _decode_numeric(self, action: Any) -> list[int]:
-        values = np.asarray(action).reshape(-1)
-        if values.shape != (self.n_tiles,) or values.dtype.kind not in "iu":
-            raise ActionError(f"numeric action must be {self.n_tiles} integers")
-        if values.min() < 0 or values.max() >= self.n_tiles:
-            raise ActionError(f"numeric action values must be in [0, {self.n_tiles})")
-        return [int(v) for v in values]
+        values = self._numeric_integers(action)
+        assert isinstance(values, tuple)
+        return list(values)
 
     def _apply(self, answer: list[int]) -> Outcome:
         assert self.board is not None
@@ -321,12 +318,8 @@ class JigsawPairEnv(JigsawQuestionEnv):
         return self._choice_directions().index(direction)
 
     def _decode_numeric(self, action: Any) -> int:
-        try:
-            k = int(action)
-        except (TypeError, ValueError):
-            raise ActionError(f"numeric action must be an integer, got {action!r}") from None
-        if not 0 <= k < self.n_choices:
-            raise ActionError(f"numeric action must be in [0, {self.n_choices})")
+        k = self._numeric_integers(action)
+        assert isinstance(k, int)
         return k
 
     def _apply(self, choice: int) -> Outcome:

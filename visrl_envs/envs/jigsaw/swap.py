@@ -82,6 +82,7 @@ class JigsawSwapEnv(JigsawEnv):
         if swaps not in ("any", "adjacent"):
             raise ValueError(f"swaps must be 'any' or 'adjacent', got {swaps!r}")
         self.swaps = swaps
+        self._selected: int | None = None  # tile picked by a first click in `visrl play`
         n = self.n_tiles
         self.tools = ToolSet(
             [
@@ -121,7 +122,7 @@ class JigsawSwapEnv(JigsawEnv):
     def _new_task(self, rng: np.random.Generator) -> None:
         self.board = self._draw_board(rng)
         self._shuffle(self.board, rng)
-        self._selected: int | None = None
+        self._selected = None
 
     def _prompt(self) -> str:
         only = " Only tiles that share an edge can be swapped." if self.swaps == "adjacent" else ""
@@ -131,12 +132,8 @@ class JigsawSwapEnv(JigsawEnv):
         )
 
     def _decode_numeric(self, action: Any) -> ToolCall:
-        try:
-            k = int(action)
-        except (TypeError, ValueError):
-            raise ActionError(f"numeric action must be an integer, got {action!r}") from None
-        if not 0 <= k < self.numeric_action_space.n:  # type: ignore[attr-defined]
-            raise ActionError(f"numeric action must be in [0, {self.numeric_action_space.n}), got {k}")  # type: ignore[attr-defined]
+        k = self._numeric_integers(action)
+        assert isinstance(k, int)
         a, b = self.pairs[k]
         return ToolCall("swap", {"a": a + 1, "b": b + 1})
 
@@ -182,7 +179,7 @@ class JigsawSwapEnv(JigsawEnv):
         if not (0 <= x < self.size and 0 <= y < self.size):
             return None
         pos = (y // b.tile_h) * b.cols + x // b.tile_w
-        selected, self._selected = getattr(self, "_selected", None), None
+        selected, self._selected = self._selected, None
         if selected is None:
             self._selected = pos
             return None
@@ -192,7 +189,7 @@ class JigsawSwapEnv(JigsawEnv):
 
     def _render_frame(self) -> np.ndarray:
         frame = self._board_image()
-        selected = getattr(self, "_selected", None)
+        selected = self._selected
         if selected is not None and self.board is not None:
             x0, y0, x1, y1 = self.board.position_box(selected)
             frame[y0 : y0 + 3, x0:x1] = frame[y1 - 3 : y1, x0:x1] = (255, 215, 0)

@@ -253,12 +253,9 @@ class SvgRenderEnv(VisualEnv):
         return code
 
     def _decode_numeric(self, action: Any) -> tuple[int, ...]:
-        values = np.asarray(action).reshape(-1)
-        if values.shape != (6,) or values.dtype.kind not in "iu":
-            raise ActionError("numeric action must be 6 integers (shape, x0, y0, x1, y1, colour)")
-        decoded = tuple(values.tolist())
-        if not all(0 <= v < n for v, n in zip(decoded, _NVEC, strict=True)):
-            raise ActionError(f"numeric action out of range: {list(decoded)} vs {list(_NVEC)}")
+        """(shape, x0, y0, x1, y1, colour), validated against the MultiDiscrete space."""
+        decoded = self._numeric_integers(action)
+        assert isinstance(decoded, tuple)
         return decoded
 
     def _apply(self, action: str | tuple[int, ...]) -> Outcome:
