@@ -41,6 +41,17 @@ MALFORMED_CORE = [
 ]
 
 
+def arrays(obs: dict[str, Any]) -> list[np.ndarray]:
+    """Every array of an observation: numeric values, and the images of a text observation."""
+    out: list[np.ndarray] = []
+    for value in obs.values():
+        if isinstance(value, np.ndarray):
+            out.append(value)
+        elif isinstance(value, tuple):
+            out += [v for v in value if isinstance(v, np.ndarray)]
+    return out
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with ``pid`` still exists (reaped processes do not)."""
     import os

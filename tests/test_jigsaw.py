@@ -149,7 +149,7 @@ def test_full_answer_formats_and_scoring() -> None:
     assert info["score"] == pytest.approx(1 / 3) and reward == pytest.approx(1 / 3 + 0.5)
     env.reset(seed=0)
     info = env.step("<answer>1 2</answer>")[-1]
-    assert "exactly 3 numbers" in info["action_error"]
+    assert "exactly 3 integers" in info["action_error"]
     exact = gym.make("visrl/JigsawFull-v0", grid=(1, 3), scoring="exact")
     exact.reset(seed=0)
     assert exact.step(f"<answer>{' '.join(map(str, wrong))}</answer>")[1] == pytest.approx(0.5)
@@ -182,7 +182,7 @@ def test_overlays_and_masking() -> None:
     plain = gym.make("visrl/Jigsaw-v0", difficulty=1)
     marked = gym.make("visrl/Jigsaw-v0", difficulty=1, labels=True, grid_lines=True)
     masked = gym.make("visrl/Jigsaw-v0", difficulty=1, mask_ratio=0.2)
-    a, b, c = (e.reset(seed=0)[0]["image"] for e in (plain, marked, masked))
+    a, b, c = (e.reset(seed=0)[0]["images"][0] for e in (plain, marked, masked))
     assert (a != b).any() and (b[:, 167:169] == 255).all()
     assert (c[:2] == 0).all() and not (a[:2] == 0).all()
 
@@ -191,7 +191,7 @@ def test_user_images(tmp_path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     env = gym.make("visrl/Jigsaw-v0", images=tmp_path, size=84)
     obs, _ = env.reset(seed=0)
-    assert obs["image"].shape == (84, 84, 3)
+    assert obs["images"][0].shape == (84, 84, 3)
     with pytest.raises(FileNotFoundError):
         gym.make("visrl/Jigsaw-v0", images=tmp_path / "missing").reset(seed=0)
 

@@ -54,10 +54,12 @@ def test_episode_return_is_final_quality() -> None:
 def test_invalid_svg_keeps_the_picture() -> None:
     env = gym.make("visrl/SvgRender-v0", size=64)
     env.reset(seed=0)
-    first = env.step(RED_SQUARE)[0]["image"]
+    (first,) = env.step(RED_SQUARE)[0]["images"]
     obs, reward, _, _, info = env.step("<answer><svg><rect></svg></answer>")
     assert reward == -0.1 and "not well-formed" in info["action_error"]
-    assert np.array_equal(obs["image"], first)
+    assert obs["images"] == ()  # nothing new to see
+    assert np.array_equal(env.unwrapped.render_image, first)
+    assert info["score"] == env.unwrapped.metrics["similarity"] > 0
 
 
 def test_reward_fn_add_and_replace() -> None:

@@ -1,38 +1,147 @@
-"""The text grammar: tool calls and answers, and its error messages."""
+"""The text grammar: tools and answers as data, their JSON schemas, parsing and error messages."""
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 
+from visrl_envs.core.prompt import PromptSpec, build_prompt, describe_value, example_call, signature
 from visrl_envs.core.text import CHARSET, to_charset
-from visrl_envs.core.tools import ActionError, Answer, Arg, Tool, ToolCall, ToolSet, extract_answer, tool_call_text
+from visrl_envs.core.tools import (
+    ActionError,
+    Answer,
+    AnswerFormat,
+    Arg,
+    Tool,
+    ToolCall,
+    ToolSet,
+    extract_answer,
+    parse_choice,
+    parse_integers,
+    strip_code_fence,
+    tool_call_text,
+)
 
+ZOOM = Tool(
+    "zoom",
+    "zoom into a box",
+    (
+        Arg("bbox_2d", "ints", "box x1, y1, x2, y2 in pixels", low=0, high=(640, 480, 640, 480), length=4),
+        Arg("label", "text", "what you look for", max_length=20, default=""),
+        Arg("scale", "float", "magnification", 1.0, 4.0, default=2),
+    ),
+)
 TOOLS = ToolSet(
     [
         Tool("swap", "exchange two tiles", (Arg("a", "int", "", 1, 4), Arg("b", "int", "", 1, 4))),
-        Tool("zoom", "zoom in", (Arg("scale", "float", "", 1.0, 4.0), Arg("mode", "choice", choices=("fast", "slow")))),
+        Tool("mode", "set a mode", (Arg("mode", "choice", choices=("fast", "slow")),)),
+        Tool("type", "type text", (Arg("text", "text", "the text", max_length=10),)),
+        Tool(
+            "adjust",
+            "tone sliders",
+            tuple(Arg(name, "float", "", -100, 100, default=0.0) for name in ("exposure", "contrast", "saturation")),
+        ),
+        ZOOM,
     ],
-    answer_hint="done",
+    answer=AnswerFormat("choice", "done when finished", options=("done",)),
 )
+
+
+def call(name: str, **arguments: object) -> str:
+    return tool_call_text(name, dict(arguments))
 
 
 def test_parse_tool_call_with_think() -> None:
     text = '<think>swap them</think><tool_call>{"name": "swap", "arguments": {"a": 1, "b": 3.0}}</tool_call>'
-    assert TOOLS.parse(text) == ToolCall("swap", {"a": 1, "b": 3})
+    parsed = TOOLS.parse(text)
+    assert parsed == ToolCall("swap", {"a": 1, "b": 3})
+    assert isinstance(parsed.arguments["b"], int)
 
 
-def test_parse_answer() -> None:
-    assert TOOLS.parse("<think>x</think> <answer> done </answer>") == Answer("done")
-    assert extract_answer("<answer>1</answer> then <answer>2</answer>") == "2"
+def test_floats_come_back_as_floats_and_defaults_fill_in() -> None:
+    parsed = TOOLS.parse(call("adjust", contrast=20))
+    assert parsed == ToolCall("adjust", {"exposure": 0.0, "contrast": 20.0, "saturation": 0.0})
+    assert all(isinstance(v, float) for v in parsed.arguments.values())
 
 
-def test_example_round_trips() -> None:
-    for tool in TOOLS.tools:
-        parsed = TOOLS.parse(tool.example())
-        assert isinstance(parsed, ToolCall) and parsed.name == tool.name
-    assert TOOLS.parse(tool_call_text("zoom", {"scale": 2.5, "mode": "slow"})) == ToolCall(
-        "zoom", {"scale": 2.5, "mode": "slow"}
-    )
+def test_list_argument_with_per_item_bounds() -> None:
+    parsed = TOOLS.parse(call("zoom", bbox_2d=[10, 20, 630.0, 470]))
+    assert parsed == ToolCall("zoom", {"bbox_2d": [10, 20, 630, 470], "label": "", "scale": 2.0})
+    with pytest.raises(ActionError, match=r"item 1 of argument 'bbox_2d' of zoom must be in \[0, 480\], got 500"):
+        TOOLS.parse(call("zoom", bbox_2d=[0, 500, 10, 10]))
+    with pytest.raises(ActionError, match="exactly 4 numbers, got 3"):
+        TOOLS.parse(call("zoom", bbox_2d=[0, 0, 10]))
+    with pytest.raises(ActionError, match="must be a list of 4 numbers"):
+        TOOLS.parse(call("zoom", bbox_2d="0,0,10,10"))
+
+
+def test_free_text_argument_has_a_cap() -> None:
+    assert TOOLS.parse(call("type", text="hello")) == ToolCall("type", {"text": "hello"})
+    with pytest.raises(ActionError, match="is 11 characters long; the limit is 10"):
+        TOOLS.parse(call("type", text="hello world"))
+    with pytest.raises(ActionError, match="must be a string"):
+        TOOLS.parse(call("type", text=5))
+
+
+def test_default_lists_are_not_shared_between_calls() -> None:
+    tools = ToolSet([Tool("box", "", (Arg("b", "ints", "", 0, 9, length=2, default=[1, 2]),))])
+    first = tools.parse(call("box"))
+    assert isinstance(first, ToolCall)
+    first.arguments["b"].append(99)
+    assert tools.parse(call("box")) == ToolCall("box", {"b": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "x", "kind": "number"}, "kind must be one of"),
+        ({"name": "x y", "kind": "int"}, "identifier"),
+        ({"name": "x", "kind": "choice"}, "non-empty tuple"),
+        ({"name": "x", "kind": "int", "choices": ("a",)}, "only choice"),
+        ({"name": "x", "kind": "text"}, "max_length"),
+        ({"name": "x", "kind": "ints", "low": 0, "high": 1}, "length in 1..256"),
+        ({"name": "x", "kind": "ints", "length": 4, "low": (0, 0), "high": 1}, "per-item bounds need 4"),
+        ({"name": "x", "kind": "int", "low": 5, "high": 1}, "low <= high"),
+        ({"name": "x", "kind": "float", "low": 0, "high": float("inf")}, "finite"),
+        ({"name": "x", "kind": "int", "low": 0.5, "high": 2}, "integer bounds"),
+        ({"name": "x", "kind": "int", "low": 0, "high": 3, "default": 7}, "invalid default"),
+        ({"name": "x", "kind": "int", "length": 3}, "only list arguments"),
+    ],
+)
+def test_declarations_are_checked_when_made(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Arg(**kwargs)
+
+
+def test_tool_declarations_are_checked() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        Tool("t", "", (Arg("a", "int", "", 0, 1), Arg("a", "int", "", 0, 1)))
+    with pytest.raises(ValueError, match="tool names"):
+        Tool("bad name", "")
+    with pytest.raises(ValueError, match="unique"):
+        ToolSet([Tool("t", ""), Tool("t", "")])
+    with pytest.raises(ValueError, match="at least one tool or an answer"):
+        ToolSet([])
+
+
+def test_schemas_are_valid_json_schema_and_match_the_parser() -> None:
+    for schema in TOOLS.schemas():
+        assert schema["type"] == "function"
+        parameters = schema["function"]["parameters"]
+        jsonschema.Draft202012Validator.check_schema(parameters)
+        validator = jsonschema.Draft202012Validator(parameters)
+        example = json.loads(example_call(schema).removeprefix("<tool_call>").removesuffix("</tool_call>"))
+        validator.validate(example["arguments"])
+        assert isinstance(TOOLS.parse(example_call(schema)), ToolCall)
+    zoom = ZOOM.json_schema()["function"]["parameters"]
+    assert zoom["required"] == ["bbox_2d"]
+    assert zoom["properties"]["bbox_2d"]["prefixItems"][1] == {"type": "integer", "minimum": 0, "maximum": 480}
+    assert zoom["properties"]["scale"]["default"] == 2.0
+    validator = jsonschema.Draft202012Validator(zoom)
+    assert not validator.is_valid({"bbox_2d": [0, 500, 1, 1]})
+    assert not validator.is_valid({"bbox_2d": [0, 0, 1, 1], "extra": 1})
 
 
 @pytest.mark.parametrize(
@@ -46,12 +155,14 @@ def test_example_round_trips() -> None:
         ('<tool_call>{"name": "swap", "arguments": {"a": 1.5, "b": 2}}</tool_call>', "must be an integer"),
         ('<tool_call>{"name": "swap", "arguments": {"a": true, "b": 2}}</tool_call>', "must be a number"),
         ('<tool_call>{"name": "swap", "arguments": {"a": 1, "b": 2, "c": 3}}</tool_call>', "has no argument"),
-        ('<tool_call>{"name": "zoom", "arguments": {"scale": NaN, "mode": "fast"}}</tool_call>', "finite"),
-        ('<tool_call>{"name": "zoom", "arguments": {"scale": 2, "mode": "warp"}}</tool_call>', "must be one of"),
+        ('<tool_call>{"name": "adjust", "arguments": {"exposure": NaN}}</tool_call>', "finite"),
+        ('<tool_call>{"name": "adjust", "arguments": {"exposure": Infinity}}</tool_call>', "finite"),
+        ('<tool_call>{"name": "mode", "arguments": {"mode": "warp"}}</tool_call>', "must be one of"),
         ("<tool_call>{}</tool_call><tool_call>{}</tool_call>", "one tool call per turn"),
         ("<tool_call>{}</tool_call><answer>x</answer>", "not both"),
         ('<tool_call>{"name": "swap"', "unclosed <tool_call>"),
         ("<answer>half", "unclosed <answer>"),
+        ("<answer>finished</answer>", "answer with one of done"),
     ],
 )
 def test_errors_are_readable(text: str, message: str) -> None:
@@ -59,10 +170,65 @@ def test_errors_are_readable(text: str, message: str) -> None:
         TOOLS.parse(text)
 
 
-def test_prompt_lists_every_tool_with_ranges() -> None:
-    prompt = TOOLS.prompt()
-    assert "swap(a: int in [1, 4], b: int in [1, 4])" in prompt
-    assert "mode: one of 'fast', 'slow'" in prompt
+def test_answer_formats() -> None:
+    assert parse_choice(" (b). ", ("A", "B")) == "B"
+    assert parse_choice("Done", ("done",)) == "done"
+    with pytest.raises(ActionError, match="one of A, B"):
+        parse_choice("AB", ("A", "B"))
+    assert parse_integers("2 1\n3,4", 4, 1, 4) == [2, 1, 3, 4]
+    with pytest.raises(ActionError, match="exactly 4 integers"):
+        parse_integers("1 2 3", 4, 1, 4)
+    with pytest.raises(ActionError, match="only integers"):
+        parse_integers("1 2 x 4", 4, 1, 4)
+    assert strip_code_fence("```svg\n<svg/>\n```", "svg") == "<svg/>\n"
+    assert strip_code_fence("no fence", "svg") == "no fence"
+    grid = AnswerFormat("integers", "the grid", count=4, low=1, high=4, rows=2)
+    assert grid.example() == "<answer>1 2\n3 4</answer>"
+    assert ToolSet(answer=grid).parse(grid.example()) == Answer("1 2\n3 4", [1, 2, 3, 4])
+    code = ToolSet(answer=AnswerFormat("code", "an SVG", language="svg"))
+    assert code.parse("<svg/>") == Answer("<svg/>", "<svg/>")
+    assert code.parse("<think>hm</think>```svg\n<svg/>\n```").value == "<svg/>\n"
+    with pytest.raises(ValueError):
+        AnswerFormat("integers", "bad", count=3, low=1, high=4, rows=2)
+    for fmt in (grid, AnswerFormat("choice", "x", options=("A", "B")), AnswerFormat("text", "x", max_length=5)):
+        jsonschema.Draft202012Validator.check_schema(fmt.json_schema())
+        value = ToolSet(answer=fmt).parse(fmt.example())
+        assert isinstance(value, Answer)
+        jsonschema.validate(value.value, fmt.json_schema())
+
+
+def test_answer_without_answer_format_or_tools() -> None:
+    only_tools = ToolSet([Tool("t", "")])
+    with pytest.raises(ActionError, match="takes no <answer>"):
+        only_tools.parse("<answer>x</answer>")
+    only_answer = ToolSet(answer=AnswerFormat("text", "x"))
+    with pytest.raises(ActionError, match="has no tools"):
+        only_answer.parse('<tool_call>{"name": "t"}</tool_call>')
+    assert extract_answer("<answer>1</answer> then <answer>2</answer>") == "2"
+
+
+def test_prompt_is_built_from_the_spec_alone() -> None:
+    spec = PromptSpec(
+        task="Do the thing.",
+        tools=tuple(TOOLS.schemas()),
+        answer=TOOLS.answer.to_dict() if TOOLS.answer else None,
+        image_frame=(640, 480),
+        max_turns=5,
+    )
+    prompt = build_prompt(spec)
+    assert prompt.startswith("Do the thing.")
+    assert "Images are 640x480 px. You have 5 turns." in prompt
+    assert "swap(a: integer in [1, 4], b: integer in [1, 4]): exchange two tiles" in prompt
+    assert 'mode: one of "fast", "slow"' in prompt
+    assert "exposure: number in [-100, 100] (optional, default 0.0)" in prompt
+    assert "bbox_2d: list of 4: [integer in [0, 640], integer in [0, 480]" in prompt
+    assert "text: text of at most 10 characters" in prompt
+    assert "<answer>done</answer>" in prompt
+    assert json.loads(json.dumps(spec.to_dict()))["image_frame"] == [640, 480]
+    assert signature(ZOOM.json_schema()).startswith("zoom(bbox_2d: list of 4:")
+    assert describe_value(
+        {"type": "array", "minItems": 2, "items": {"type": "number", "minimum": 0, "maximum": 1}}
+    ) == ("list of 2 numbers, each in [0, 1]")
 
 
 def test_to_charset_keeps_text_inside_the_space() -> None:

@@ -96,9 +96,12 @@ def main() -> None:
                 module, _, name = function.partition(":")
                 fn = cache[function] = getattr(importlib.import_module(module), name)
             value = fn(*args)
-            if shared is not None and isinstance(value, bytes) and len(value) > 65536 and len(value) <= SHARED_BYTES:
-                shared[: len(value)] = value
-                reply: tuple[str, Any] = ("shared", len(value))
+            blob = value[0] if isinstance(value, tuple) and value and isinstance(value[0], bytes) else value
+            if shared is not None and isinstance(blob, bytes) and 65536 < len(blob) <= SHARED_BYTES:
+                shared[: len(blob)] = blob
+                # ("shared", n): the result is the buffer's first n bytes; ("shared+", (n, rest)): it is
+                # the tuple (those bytes, *rest)
+                reply: tuple[str, Any] = ("shared", len(blob)) if blob is value else ("shared+", (len(blob), value[1:]))
             else:
                 reply = ("ok", value)
         except BaseException as err:

@@ -1,13 +1,27 @@
 """The contract every visrl env shares.
 
 :class:`VisualEnv` owns ``reset``/``step``, both interfaces (text and numeric), the episode horizon,
-error capture, ``info`` assembly, seeding, train/test splits and rendering. A family implements a
-few hooks: draw a task from an rng, parse or decode one action, apply it, observe, score.
+error capture and blame, ``info`` assembly, seeding, train/test splits, backends and rendering. A
+family implements a few hooks (the table in docs/ARCHITECTURE.md): draw a task from an rng, say
+what the task is, apply one typed action, build the numeric observation, score the state.
+
+``step`` runs in three stages, public so that a vector env can batch the middle one across its
+sub-envs (:mod:`visrl_envs.core.vector`):
+
+1. :meth:`~VisualEnv.prepare_step`: parse and validate the action (no backend I/O);
+2. :meth:`~VisualEnv.run_backend` (or the family's :meth:`~VisualEnv.run_backend_batch`): the
+   expensive backend call, e.g. rendering a program;
+3. :meth:`~VisualEnv.finish_step`: apply the result, observe, score, assemble ``info``.
+
+Every :class:`ActionError` (the agent's fault) and :class:`BackendError` (the machine's) raised in
+any stage, including while observing and scoring, is caught and reported in ``info``; nothing the
+agent sends makes ``step`` raise.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -15,9 +29,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core.backend import Backend, BackendHandle
+from visrl_envs.core.errors import ActionError, BackendError, BackendUnavailable
+from visrl_envs.core.numeric import sample_numeric, validate_numeric
+from visrl_envs.core.prompt import PromptSpec, build_prompt
 from visrl_envs.core.rewards import format_gate
-from visrl_envs.core.text import MAX_ACTION_CHARS, MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space, to_charset
-from visrl_envs.core.tools import ActionError, ToolSet
+from visrl_envs.core.spaces import ImageSequence, text_action_space, text_observation_space
+from visrl_envs.core.text import MAX_ACTION_CHARS, to_charset
+from visrl_envs.core.tools import Answer, ToolCall, ToolSet, answer_text, tool_call_text
 
 ActionMode = Literal["text", "numeric"]
 Split = Literal["train", "test"]
@@ -25,10 +44,8 @@ Split = Literal["train", "test"]
 #: Task seeds of each split: disjoint halves of the 32-bit range.
 SPLIT_SEED_RANGES: dict[str, tuple[int, int]] = {"train": (0, 2**31), "test": (2**31, 2**32)}
 MAX_DIFFICULTY = 3
-
-
-class BackendError(RuntimeError):
-    """An infrastructure failure (dead renderer, browser, worker): never the agent's fault."""
+#: Second entropy word of the episode generator (``default_rng([task_seed, EPISODE_STREAM])``).
+EPISODE_STREAM = 0x0E915
 
 
 @dataclass
@@ -40,11 +57,23 @@ class Outcome:
     feedback: str = ""
 
 
-class VisualEnv(gym.Env[dict[str, Any], Any]):
-    """Base of every visrl env. Subclasses set ``family`` and implement the hooks below.
+@dataclass
+class PendingStep:
+    """Stage 1's result: the typed action (or the agent's error) and what the backend must do."""
 
-    Arguments common to every env:
-        action_mode: ``"text"`` (observation ``{"image", "text"}``, action a string) or ``"numeric"``
+    action: Any = None
+    error: ActionError | None = None
+    request: Any = None
+
+
+StepResult = tuple[dict[str, Any], float, bool, bool, dict[str, Any]]
+
+
+class VisualEnv(gym.Env[dict[str, Any], Any]):
+    """Base of every visrl env. Subclasses set ``family`` and ``tools`` and implement the hooks.
+
+    Arguments common to every env (keyword arguments; families forward them with ``**kwargs``):
+        action_mode: ``"text"`` (observation ``{"images", "text"}``, action a string) or ``"numeric"``
             (Dict of uint8 images and vectors; Discrete/MultiDiscrete/Box actions).
         difficulty: 0 (easiest) to 3.
         split: ``"train"`` or ``"test"``; their task seeds are disjoint.
@@ -55,6 +84,11 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
     family: ClassVar[str] = ""
     #: Reward term added for a malformed or invalid action (RAGEN/GEM convention: -0.1).
     format_penalty: ClassVar[float] = -0.1
+    #: Most images one text observation carries.
+    max_images_per_turn: ClassVar[int] = 1
+    #: How often ``reset`` retries a backend failure with a fresh backend before giving up.
+    reset_retries: ClassVar[int] = 2
+    tools: ToolSet
 
     def __init__(
         self,
@@ -65,7 +99,9 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
     ) -> None:
         if action_mode not in ("text", "numeric"):
             raise ValueError(f"action_mode must be 'text' or 'numeric', got {action_mode!r}")
-        if not isinstance(difficulty, int | np.integer) or not 0 <= difficulty <= MAX_DIFFICULTY:
+        if isinstance(difficulty, bool) or not isinstance(difficulty, int | np.integer):
+            raise ValueError(f"difficulty must be an integer in 0..{MAX_DIFFICULTY}, got {difficulty!r}")
+        if not 0 <= difficulty <= MAX_DIFFICULTY:
             raise ValueError(f"difficulty must be an integer in 0..{MAX_DIFFICULTY}, got {difficulty!r}")
         if split not in SPLIT_SEED_RANGES:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -77,11 +113,16 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         self.render_mode = render_mode
         self.task_seed: int | None = None
         self.turn = 0
+        #: Randomness used during an episode (noise, distractors): derived from the task seed, so
+        #: ``reset(options={"task_seed": k})`` replays the whole episode, not only its start.
+        self.episode_rng = np.random.default_rng([0, EPISODE_STREAM])
         self._needs_reset = True
         self._display: Any = None
-        self._last_obs: dict[str, Any] | None = None
+        self._last_numeric_obs: dict[str, Any] | None = None
+        self._shown: list[np.ndarray] = []
+        self._backends: dict[str, BackendHandle[Any]] = {}
 
-    # -- hooks ------------------------------------------------------------------------------
+    # -- hooks every family implements --------------------------------------------------------
     @property
     @abstractmethod
     def horizon(self) -> int:
@@ -89,27 +130,19 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
 
     @abstractmethod
     def _new_task(self, rng: np.random.Generator) -> None:
-        """Draw a new task (all randomness from ``rng``) and set the initial state."""
+        """Draw a new task (all randomness from ``rng``), set the initial state and :meth:`show`
+        the first images."""
 
     @abstractmethod
-    def _prompt(self) -> str:
-        """First-turn text: the task, the tools and their ranges, the image frame."""
-
-    def _parse_text(self, text: str) -> Any:
-        """Agent text -> a typed action; raise :class:`ActionError` when malformed."""
-        return self.tools.parse(text)
+    def _task_text(self) -> str:
+        """This episode's task (what to do; grids, choices, the coordinate frame). Tools and the
+        answer format are added from ``self.tools`` by :func:`~visrl_envs.core.prompt.build_prompt`."""
 
     @abstractmethod
-    def _decode_numeric(self, action: Any) -> Any:
-        """Numeric action -> the same typed action the text parser produces."""
-
-    @abstractmethod
-    def _apply(self, action: Any) -> Outcome:
-        """Carry out a typed action; raise :class:`ActionError` (agent's fault) or :class:`BackendError`."""
-
-    @abstractmethod
-    def _text_image(self) -> np.ndarray:
-        """The image of this turn's text observation (uint8 HxWx3, a fresh array)."""
+    def _apply(self, action: Any, backend_result: Any) -> Outcome:
+        """Carry out a typed action given the backend's result for it (``None`` when it made no
+        request); :meth:`show` the images it produced. Raise :class:`ActionError` (agent's fault)
+        or :class:`BackendError`."""
 
     @abstractmethod
     def _numeric_observation(self) -> dict[str, np.ndarray]:
@@ -120,19 +153,8 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         """The task metric of the current state, in [0, 1]."""
 
     @abstractmethod
-    def _success(self) -> bool:
-        """Whether the task is solved in the current state."""
-
-    @abstractmethod
     def _render_frame(self) -> np.ndarray:
         """A frame for ``render()`` (uint8 HxWx3)."""
-
-    def _close_backends(self) -> None:
-        """Release renderers, workers, browsers (idempotent)."""
-
-    @abstractmethod
-    def _action_text(self, action: Any) -> str:
-        """The text form of a typed action (what an agent would write to do the same)."""
 
     @abstractmethod
     def null_text(self) -> str:
@@ -147,144 +169,303 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
     def oracle_numeric(self) -> Any:
         """The numeric action an all-knowing (or, where noted, greedy) agent sends now."""
 
-    def _numeric_integers(self, action: Any) -> int | tuple[int, ...]:
-        """Validate a Discrete or MultiDiscrete action against ``numeric_action_space``: an int, or a
-        tuple of ints; raises :class:`ActionError` with a readable message otherwise."""
-        space = self.numeric_action_space
-        if isinstance(space, spaces.Discrete):
-            try:
-                k = int(action)
-            except (TypeError, ValueError):
-                raise ActionError(f"numeric action must be an integer, got {action!r}") from None
-            if not space.start <= k < space.start + space.n:
-                raise ActionError(f"numeric action must be in [{space.start}, {space.start + space.n}), got {k}")
-            return k
-        assert isinstance(space, spaces.MultiDiscrete)
-        values = np.asarray(action).reshape(-1)
-        if values.shape != (space.nvec.size,) or values.dtype.kind not in "iu":
-            raise ActionError(f"numeric action must be {space.nvec.size} integers")
-        decoded = tuple(values.tolist())
-        if not all(0 <= v < n for v, n in zip(decoded, space.nvec.tolist(), strict=True)):
-            raise ActionError(f"numeric action out of range: {list(decoded)} vs {space.nvec.tolist()}")
-        return decoded
+    # -- hooks with defaults ---------------------------------------------------------------------
+    def _parse_text(self, text: Any) -> Any:
+        """Agent text -> a typed action (default: ``self.tools.parse``); raise :class:`ActionError`."""
+        return self.tools.parse(text)
+
+    def _decode_numeric(self, action: Any) -> Any:
+        """Numeric action -> the typed action the text parser produces (default: the validated
+        value, see :mod:`visrl_envs.core.numeric`)."""
+        return validate_numeric(self.numeric_action_space, action)
+
+    def _action_text(self, action: Any) -> str:
+        """The text an agent would write for a typed action (default: tool calls and answers)."""
+        if isinstance(action, ToolCall):
+            return tool_call_text(action.name, action.arguments)
+        if isinstance(action, Answer):
+            return answer_text(action.text)
+        raise TypeError(f"{type(self).__name__} must define _action_text for {type(action).__name__}")
+
+    def _backend_request(self, action: Any) -> Any:
+        """What the backend must do for ``action`` (stage 2), or ``None`` (default)."""
+        return None
+
+    def _run_backend(self, request: Any) -> Any:
+        """Serve one request; families that make requests define this (and may batch them in
+        :meth:`run_backend_batch`)."""
+        raise TypeError(f"{type(self).__name__} made a backend request but defines no _run_backend")
+
+    def _success(self) -> bool:
+        """Whether the task is solved (default: score 1)."""
+        return self._score() >= 1.0
+
+    def _extra_info(self) -> dict[str, Any]:
+        """Family-specific ``info`` entries (e.g. raw metrics)."""
+        return {}
+
+    def _close_backends(self) -> None:
+        """Release anything not held by a :class:`BackendHandle` (handles close themselves)."""
+
+    # -- backends ------------------------------------------------------------------------------
+    def add_backend(
+        self, name: str, factory: Callable[[], Backend], *, share_key: Hashable | None = None
+    ) -> BackendHandle[Any]:
+        """Declare a backend (created lazily in the process that uses it; see :class:`BackendHandle`)."""
+        if name in self._backends:
+            raise ValueError(f"backend {name!r} is declared twice")
+        handle: BackendHandle[Any] = BackendHandle(name, factory, share_key=share_key)
+        self._backends[name] = handle
+        return handle
+
+    @property
+    def backends(self) -> Mapping[str, BackendHandle[Any]]:
+        """The env's backends by name (``env.unwrapped.backends[name].inject_fault()`` for tests)."""
+        return self._backends
+
+    # -- images of the text interface -----------------------------------------------------------
+    def show(self, image: np.ndarray, copy: bool = True) -> None:
+        """Queue an image for this turn's text observation (ignored in numeric mode). Pass
+        ``copy=False`` only for a fresh array nothing else will write to."""
+        if self.action_mode == "text":
+            if len(self._shown) >= self.max_images_per_turn:
+                raise RuntimeError(f"{type(self).__name__} shows more than {self.max_images_per_turn} images a turn")
+            self._shown.append(np.array(image, dtype=np.uint8, copy=True) if copy else image)
+
+    @property
+    def image_frame(self) -> tuple[int, int, int]:
+        """The (H, W, 3) shape of every image of the text interface."""
+        return self._frame
+
+    # -- spaces ------------------------------------------------------------------------------
+    def _set_spaces(
+        self, frame: tuple[int, int, int], numeric_observation: spaces.Dict, numeric_action: spaces.Space
+    ) -> None:
+        """Declare the text image frame and the numeric spaces; the text spaces are the same for all."""
+        self._frame = (int(frame[0]), int(frame[1]), 3)
+        self.numeric_action_space = numeric_action
+        if self.action_mode == "text":
+            self.observation_space = text_observation_space(self._frame, self.max_images_per_turn)
+            self.action_space = text_action_space()
+        else:
+            self.observation_space = numeric_observation
+            self.action_space = numeric_action
 
     # -- sampling (random agents, tests) -----------------------------------------------------------
     def sample_numeric_action(self, rng: np.random.Generator) -> Any:
         """A uniformly random numeric action drawn from ``rng``."""
-        space = self.numeric_action_space
-        if isinstance(space, spaces.Discrete):
-            return np.int64(space.start + rng.integers(space.n))
-        if isinstance(space, spaces.MultiDiscrete):
-            return (rng.random(space.nvec.shape) * space.nvec).astype(space.dtype)
-        if isinstance(space, spaces.Box):
-            return rng.uniform(space.low, space.high).astype(space.dtype)
-        raise TypeError(f"numeric action spaces are Discrete, MultiDiscrete or Box; got {space}")
+        return sample_numeric(self.numeric_action_space, rng)
 
     def sample_text_action(self, rng: np.random.Generator) -> str:
         """A well-formed random text action: a random numeric action written as text."""
         return self._action_text(self._decode_numeric(self.sample_numeric_action(rng)))
 
-    tools: ToolSet = ToolSet([])
+    def numeric_to_text(self, action: Any) -> str:
+        """The text an agent would write to do what numeric ``action`` does now."""
+        return self._action_text(self._decode_numeric(action))
 
-    # -- spaces ------------------------------------------------------------------------------
-    def _set_spaces(
-        self, text_image_shape: tuple[int, int, int], numeric_observation: spaces.Dict, numeric_action: spaces.Space
-    ) -> None:
-        self.numeric_action_space = numeric_action
-        if self.action_mode == "text":
-            self.observation_space = spaces.Dict(
-                {
-                    "image": spaces.Box(0, 255, text_image_shape, dtype=np.uint8),
-                    "text": text_space(MAX_OBSERVATION_TEXT),
-                }
-            )
-            self.action_space = text_space(MAX_ACTION_TEXT)
-        else:
-            self.observation_space = numeric_observation
-            self.action_space = numeric_action
+    # -- the prompt surface ---------------------------------------------------------------------
+    def prompt_spec(self) -> PromptSpec:
+        """Task text, tool schemas, answer format, image frame and turn limit of this episode."""
+        if self.task_seed is None:
+            raise gym.error.ResetNeeded("call reset() before prompt_spec(): the task text belongs to an episode")
+        answer = self.tools.answer
+        return PromptSpec(
+            task=self._task_text(),
+            tools=tuple(self.tools.schemas()),
+            answer=answer.to_dict() if answer is not None else None,
+            image_frame=(self._frame[1], self._frame[0]),
+            max_turns=self.horizon,
+        )
 
     # -- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
-        """Start an episode. ``options={"task_seed": k}`` replays task ``k`` of this split."""
+        """Start an episode. ``options={"task_seed": k}`` replays task ``k`` of this split (the
+        ``info["task_seed"]`` of an earlier episode) and its whole episode given the same actions."""
         super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"task_seed"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; the only option is 'task_seed'")
         low, high = SPLIT_SEED_RANGES[self.split]
-        task_seed = (options or {}).get("task_seed")
+        task_seed = options.get("task_seed")
         if task_seed is None:
             task_seed = low + int(self.np_random.integers(0, high - low))
-        elif not low <= int(task_seed) < high:
-            raise ValueError(f"task_seed {task_seed} is outside the {self.split} split's range [{low}, {high})")
-        self.task_seed = int(task_seed)
-        self.turn = 0
-        self._new_task(np.random.default_rng(self.task_seed))
-        self._needs_reset = False
-        obs = self._observe(self._prompt())
+        elif isinstance(task_seed, bool) or not isinstance(task_seed, int | np.integer) or not low <= task_seed < high:
+            raise ValueError(
+                f"task_seed must be an integer in the {self.split} split's range [{low}, {high}), got {task_seed!r}; "
+                "use info['task_seed'] of an episode of this split"
+            )
+        failures: list[BackendError] = []
+        while True:
+            try:
+                obs = self._start_episode(int(task_seed))
+                break
+            except BackendError as err:
+                failures.append(err)
+                self._discard_backend(err.backend)
+                if len(failures) > self.reset_retries:
+                    names = sorted({f.backend or "a backend" for f in failures})
+                    raise BackendUnavailable(
+                        f"{', '.join(names)} failed {len(failures)} times while starting task {task_seed} of "
+                        f"{type(self).__name__}; last error: {err}"
+                    ) from err
         info = self._info({}, None, None)
+        if self.action_mode == "text":
+            info["prompt_spec"] = self._spec
         if self.render_mode == "human":
             self.render()
         return obs, info
 
-    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict]:
+    def _start_episode(self, task_seed: int) -> dict[str, Any]:
+        self._needs_reset = True
+        self.task_seed = task_seed
+        self.turn = 0
+        self._shown = []
+        self.episode_rng = np.random.default_rng([task_seed, EPISODE_STREAM])
+        self._new_task(np.random.default_rng(task_seed))
+        if self.action_mode == "text":
+            self._spec = self.prompt_spec()
+            obs = self._text_observation(build_prompt(self._spec))
+        else:
+            obs = self._numeric_obs()
+        self._needs_reset = False
+        return obs
+
+    def _discard_backend(self, name: str) -> None:
+        handles = [self._backends[name]] if name in self._backends else list(self._backends.values())
+        for handle in handles:
+            handle.discard()
+
+    def step(self, action: Any) -> StepResult:
+        pending = self.prepare_step(action)
+        return self.finish_step(pending, self.run_backend(pending))
+
+    def prepare_step(self, action: Any) -> PendingStep:
+        """Stage 1: parse and validate ``action``; what the agent got wrong is kept, not raised."""
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step(), and again after an episode ends")
+        try:
+            if self.action_mode == "text":
+                if isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
+                    raise ActionError(f"the action has {len(action)} characters; the limit is {MAX_ACTION_CHARS}")
+                typed = self._parse_text(action)
+            else:
+                typed = self._decode_numeric(action)
+            return PendingStep(typed, None, self._backend_request(typed))
+        except ActionError as err:
+            return PendingStep(None, err, None)
+
+    def run_backend(self, pending: PendingStep) -> Any:
+        """Stage 2 for one env: the backend's result, or the exception it raised (as a value)."""
+        if pending.error is not None or pending.request is None:
+            return None
+        try:
+            return self._run_backend(pending.request)
+        except (ActionError, BackendError) as err:
+            return err
+
+    @classmethod
+    def run_backend_batch(cls, envs: Sequence[VisualEnv], pendings: Sequence[PendingStep]) -> list[Any]:
+        """Stage 2 for several envs of this class in one process (a vector env's step). The default
+        serves them one by one; families with batched backends override it."""
+        return [env.run_backend(p) for env, p in zip(envs, pendings, strict=True)]
+
+    def finish_step(self, pending: PendingStep, backend_result: Any) -> StepResult:
+        """Stage 3: apply the backend's result, observe, score, assemble ``info``."""
         if self._needs_reset:
             raise gym.error.ResetNeeded("call reset() before step(), and again after an episode ends")
         self.turn += 1
+        self._shown = []
         action_error: str | None = None
         env_error: str | None = None
-        terminated = truncated = False
         try:
-            if self.action_mode == "text" and isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
-                raise ActionError(f"the action has {len(action)} characters; the limit is {MAX_ACTION_CHARS}")
-            typed = self._parse_text(action) if self.action_mode == "text" else self._decode_numeric(action)
-            outcome = self._apply(typed)
+            if pending.error is not None:
+                raise pending.error
+            if isinstance(backend_result, ActionError | BackendError):
+                raise backend_result
+            outcome = self._apply(pending.action, backend_result)
         except ActionError as err:
-            action_error = str(err)
+            action_error = str(err) or type(err).__name__
+            self._shown = []
             outcome = Outcome({"format": self.format_penalty}, feedback=f"Error: {action_error}")
         except BackendError as err:
-            env_error = str(err) or type(err).__name__
-            outcome = Outcome({}, feedback=f"Environment error (not your fault): {env_error}")
-            truncated = True
-        terminated = outcome.terminated
-        if not terminated and self.turn >= self.horizon:
-            truncated = True
+            env_error = self._env_error_text(err)
+            outcome = Outcome({})
+        terminated = outcome.terminated and env_error is None
+        truncated = env_error is not None or (not terminated and self.turn >= self.horizon)
         self._needs_reset = terminated or truncated
-        feedback = outcome.feedback
-        if not self._needs_reset and self.action_mode == "text":
-            feedback = f"{feedback}\nTurn {self.turn + 1} of {self.horizon}.".strip()
-        if env_error is not None and self._last_obs is not None:
-            obs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._last_obs.items()}
-            if self.action_mode == "text":
-                obs["text"] = to_charset(feedback)
+        obs: dict[str, Any] | None = None
+        info: dict[str, Any] | None = None
+        if env_error is None:
+            try:
+                obs = self._observe(outcome.feedback)
+                info = self._info(outcome.reward_terms, action_error, None)
+            except BackendError as err:
+                env_error = self._env_error_text(err)
+                truncated, terminated, self._needs_reset = True, False, True
+        if env_error is not None or obs is None or info is None:
+            obs = self._env_error_observation(env_error or "")
+            info = self._info({}, action_error, env_error)
+            reward = 0.0
         else:
-            obs = self._observe(feedback)
-        reward = format_gate(action_error is None, sum(outcome.reward_terms.values()), self.format_penalty)
-        info = self._info(outcome.reward_terms, action_error, env_error)
-        if self.render_mode == "human":
+            reward = format_gate(action_error is None, sum(outcome.reward_terms.values()), self.format_penalty)
+        if self.render_mode == "human" and env_error is None:
             self.render()
         return obs, reward, terminated, truncated, info
 
-    def _observe(self, text: str) -> dict[str, Any]:
-        if self.action_mode == "text":
-            obs: dict[str, Any] = {"image": self._text_image(), "text": to_charset(text)}
-        else:
-            obs = self._numeric_observation()
-        self._last_obs = obs
+    @staticmethod
+    def _env_error_text(err: BackendError) -> str:
+        text = str(err) or type(err).__name__
+        return f"{err.backend}: {text}" if err.backend and not text.startswith(err.backend) else text
+
+    def _observe(self, feedback: str) -> dict[str, Any]:
+        if self.action_mode == "numeric":
+            return self._numeric_obs()
+        if not self._needs_reset:
+            feedback = f"{feedback}\nTurn {self.turn + 1} of {self.horizon}.".strip()
+        return self._text_observation(feedback)
+
+    def _text_observation(self, text: str) -> dict[str, Any]:
+        images, self._shown = tuple(self._shown), []
+        return {"images": images, "text": to_charset(text)}
+
+    def _numeric_obs(self) -> dict[str, Any]:
+        obs = self._numeric_observation()
+        self._last_numeric_obs = obs
         return obs
 
+    def _env_error_observation(self, message: str) -> dict[str, Any]:
+        """After an infrastructure failure: no new images (text), or the last good observation."""
+        self._shown = []
+        if self.action_mode == "text":
+            return {"images": (), "text": to_charset(f"Environment error (not your fault): {message}")}
+        if self._last_numeric_obs is not None:
+            return {k: np.array(v, copy=True) for k, v in self._last_numeric_obs.items()}
+        space = self.observation_space
+        assert isinstance(space, spaces.Dict)
+        return {k: np.zeros(s.shape, dtype=s.dtype) for k, s in space.spaces.items()}
+
     def _info(self, terms: dict[str, float], action_error: str | None, env_error: str | None) -> dict[str, Any]:
-        return {
-            "success": bool(self._success()) if env_error is None else False,
-            "score": float(self._score()) if env_error is None else 0.0,
+        healthy = env_error is None
+        info = {
+            "success": bool(self._success()) if healthy else False,
+            "score": float(self._score()) if healthy else 0.0,
             "reward_terms": {k: float(v) for k, v in terms.items()},
             "action_error": action_error,
             "env_error": env_error,
             "task_seed": self.task_seed,
             "turn": self.turn,
         }
+        if healthy:
+            info.update(self._extra_info())
+        return info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to make()")
             return None
-        if self._needs_reset and self.task_seed is None:
+        if self.task_seed is None:
             raise gym.error.ResetNeeded("call reset() before render()")
         frame = self._render_frame()
         if self.render_mode == "rgb_array":
@@ -300,9 +481,18 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         if self._display is not None:
             self._display.close()
             self._display = None
+        for handle in self._backends.values():
+            handle.close()
         self._close_backends()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_display"] = None
         return state
+
+
+def image_sequence(space: spaces.Space) -> ImageSequence | None:
+    """The :class:`ImageSequence` of a text observation space, if it has one."""
+    if isinstance(space, spaces.Dict) and isinstance(space.spaces.get("images"), ImageSequence):
+        return space.spaces["images"]  # type: ignore[return-value]
+    return None

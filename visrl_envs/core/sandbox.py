@@ -249,6 +249,9 @@ class SandboxWorker:
             return value
         if status == "shared" and self._shared is not None:
             return self._shared[:value]
+        if status == "shared+" and self._shared is not None:
+            length, rest = value
+            return (self._shared[:length], *rest)
         kind, message = value
         raise SandboxCallError(kind, message)
 

@@ -1,65 +1,222 @@
-"""Tools as data, and the text grammar that parses agent output onto them.
+"""Tools and answers as data, and the text grammar that parses agent output onto them.
 
-A family declares its tools once (:class:`Tool` with typed, ranged :class:`Arg`s). The prompt's tool
-list, the parser's validation and the family's numeric action space are derived from that one table,
-so the interfaces cannot drift apart.
+A family declares once what an agent may send: its tools (:class:`Tool` with typed, ranged
+:class:`Arg`\\ s) and its answer (:class:`AnswerFormat`). From that one declaration come
+
+- the JSON function schemas a chat template takes (``tools=[{"type": "function", "function":
+  {...}}]``, the Qwen2.5-VL / OpenAI form): :meth:`ToolSet.schemas`;
+- the parser and validator of agent text: :meth:`ToolSet.parse`;
+- the human-readable prompt (built from the schemas by :func:`visrl_envs.core.prompt.build_prompt`).
+
+The numeric interface is not derived from this table (a swap of two tiles is ``Discrete`` over
+pairs, an SVG program is a primitive to draw): each family maps its numeric action onto the same
+typed action the parser returns, the conformance suite checks that the text an agent would write
+for a numeric action gives the same state and reward, and :mod:`visrl_envs.core.numeric` validates
+numeric actions per space kind.
 
 Grammar (the convention of UI-R1, DeepEyes, Chain-of-Focus and Jigsaw-R1): an optional
-``<think>...</think>``, then either one ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` or one
-``<answer>...</answer>``. Anything else is an :class:`ActionError` whose message tells the model what
-to fix.
+``<think>...</think>``, then either one ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+or one ``<answer>...</answer>``. Code-writing envs also take bare code. Anything else is an
+:class:`ActionError` whose message tells the model what to fix.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from visrl_envs.core.errors import ActionError
 from visrl_envs.core.text import quote
 
+ArgKind = Literal["int", "float", "choice", "text", "ints", "floats"]
+_KINDS = ("int", "float", "choice", "text", "ints", "floats")
+#: Longest free-text argument any tool may declare.
+MAX_TEXT_ARG = 4096
 
-class ActionError(ValueError):
-    """Agent output that cannot be carried out; the message is shown to the agent next turn."""
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: The default of an argument that must be given.
+REQUIRED: Any = _Required()
+
+
+def _bounds(value: float | Sequence[float], length: int) -> tuple[float, ...]:
+    if isinstance(value, int | float):
+        return (float(value),) * max(length, 1)
+    return tuple(float(v) for v in value)
 
 
 @dataclass(frozen=True)
 class Arg:
-    """One tool argument: an integer in ``[low, high]``, a float in ``[low, high]`` or a choice."""
+    """One tool argument. Kinds:
+
+    - ``"int"`` / ``"float"``: a number in ``[low, high]`` (floats come back as ``float``);
+    - ``"choice"``: one of ``choices`` (strings);
+    - ``"text"``: free text of at most ``max_length`` characters;
+    - ``"ints"`` / ``"floats"``: a list of exactly ``length`` numbers; ``low``/``high`` are one
+      bound for every item or one per item (a ``bbox_2d`` of 4 ints bounded by width and height).
+
+    ``default`` makes the argument optional. The declaration is checked when it is made.
+    """
 
     name: str
-    kind: Literal["int", "float", "choice"]
+    kind: ArgKind
     description: str = ""
-    low: float = 0
-    high: float = 0
+    low: float | tuple[float, ...] = 0
+    high: float | tuple[float, ...] = 0
     choices: tuple[str, ...] = ()
+    length: int = 0
+    max_length: int = 0
+    default: Any = REQUIRED
 
-    def signature(self) -> str:
+    def __post_init__(self) -> None:
+        where = f"Arg {self.name!r}"
+        if not self.name or not self.name.isidentifier():
+            raise ValueError(f"{where}: the name must be an identifier")
+        if self.kind not in _KINDS:
+            raise ValueError(f"{where}: kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.kind == "choice" and (not self.choices or not all(isinstance(c, str) for c in self.choices)):
+            raise ValueError(f"{where}: a choice needs a non-empty tuple of strings")
+        if self.kind != "choice" and self.choices:
+            raise ValueError(f"{where}: only choice arguments take choices")
+        if self.kind == "text" and not 1 <= self.max_length <= MAX_TEXT_ARG:
+            raise ValueError(f"{where}: text needs max_length in 1..{MAX_TEXT_ARG}")
+        if self.kind in ("ints", "floats"):
+            if not 1 <= self.length <= 256:
+                raise ValueError(f"{where}: a list needs length in 1..256")
+            for bound in (self.low, self.high):
+                if not isinstance(bound, int | float) and len(tuple(bound)) != self.length:
+                    raise ValueError(f"{where}: per-item bounds need {self.length} values")
+        elif self.length:
+            raise ValueError(f"{where}: only list arguments take a length")
+        if self.kind in ("int", "float", "ints", "floats"):
+            if self.kind in ("int", "float") and not isinstance(self.low, int | float):
+                raise ValueError(f"{where}: scalar bounds expected")
+            lows, highs = self.lows, self.highs
+            if not all(math.isfinite(v) for v in lows + highs) or any(
+                lo > hi for lo, hi in zip(lows, highs, strict=True)
+            ):
+                raise ValueError(f"{where}: bounds must be finite with low <= high")
+            if self.kind in ("int", "ints") and not all(float(v).is_integer() for v in lows + highs):
+                raise ValueError(f"{where}: integer arguments need integer bounds")
+        if not self.required:
+            try:
+                object.__setattr__(self, "default", self.validate(self.default, "the declaration"))
+            except ActionError as err:
+                raise ValueError(f"{where}: invalid default ({err})") from None
+
+    # -- declaration helpers -------------------------------------------------------------------
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def lows(self) -> tuple[float, ...]:
+        return _bounds(self.low, self.length)
+
+    @property
+    def highs(self) -> tuple[float, ...]:
+        return _bounds(self.high, self.length)
+
+    def _item_schema(self, index: int) -> dict[str, Any]:
+        integer = self.kind in ("int", "ints")
+        cast = int if integer else float
+        return {
+            "type": "integer" if integer else "number",
+            "minimum": cast(self.lows[index]),
+            "maximum": cast(self.highs[index]),
+        }
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of this argument's value."""
+        schema: dict[str, Any]
+        if self.kind in ("int", "float"):
+            schema = self._item_schema(0)
+        elif self.kind == "choice":
+            schema = {"type": "string", "enum": list(self.choices)}
+        elif self.kind == "text":
+            schema = {"type": "string", "maxLength": self.max_length}
+        else:
+            schema = {"type": "array", "minItems": self.length, "maxItems": self.length}
+            if isinstance(self.low, int | float) and isinstance(self.high, int | float):
+                schema["items"] = self._item_schema(0)
+            else:
+                schema["prefixItems"] = [self._item_schema(i) for i in range(self.length)]
+                schema["items"] = False
+        if self.description:
+            schema["description"] = self.description
+        if not self.required:
+            schema["default"] = self.default
+        return schema
+
+    def example(self) -> Any:
+        """A valid value (the default, else the lowest)."""
+        if not self.required:
+            return self.default
         if self.kind == "choice":
-            return f"{self.name}: one of {', '.join(repr(c) for c in self.choices)}"
-        low, high = (int(self.low), int(self.high)) if self.kind == "int" else (self.low, self.high)
-        return f"{self.name}: {self.kind} in [{low}, {high}]"
+            return self.choices[0]
+        if self.kind == "text":
+            return "text"
+        cast = int if self.kind in ("int", "ints") else float
+        if self.kind in ("int", "float"):
+            return cast(self.lows[0])
+        return [cast(v) for v in self.lows]
 
+    # -- validation ----------------------------------------------------------------------------
     def validate(self, value: Any, tool: str) -> Any:
+        """``value`` checked and converted (ints as ``int``, floats as ``float``); raises
+        :class:`ActionError` with a message for the agent."""
         where = f"argument {self.name!r} of {tool}"
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
-                raise ActionError(f"{where} must be one of {list(self.choices)}, got {quote(str(value), 40)}")
+                raise ActionError(f"{where} must be one of {list(self.choices)}, got {_shown(value)}")
             return value
+        if self.kind == "text":
+            if not isinstance(value, str):
+                raise ActionError(f"{where} must be a string, got {_shown(value)}")
+            if len(value) > self.max_length:
+                raise ActionError(f"{where} is {len(value)} characters long; the limit is {self.max_length}")
+            return value
+        if self.kind in ("int", "float"):
+            return self._number(value, 0, where)
+        if not isinstance(value, list):
+            raise ActionError(f"{where} must be a list of {self.length} numbers, got {_shown(value)}")
+        if len(value) != self.length:
+            raise ActionError(f"{where} must hold exactly {self.length} numbers, got {len(value)}")
+        return [self._number(v, i, f"item {i} of {where}") for i, v in enumerate(value)]
+
+    def _number(self, value: Any, index: int, where: str) -> int | float:
+        integer = self.kind in ("int", "ints")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ActionError(f"{where} must be a number, got {quote(json.dumps(value), 40)}")
-        if self.kind == "int":
+            raise ActionError(f"{where} must be a number, got {_shown(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ActionError(f"{where} must be a finite number")
+        if integer:
             if isinstance(value, float):
                 if not value.is_integer():
                     raise ActionError(f"{where} must be an integer, got {value}")
                 value = int(value)
-        elif value != value:  # NaN
-            raise ActionError(f"{where} must be a finite number")
-        if not self.low <= value <= self.high:
-            low, high = (int(self.low), int(self.high)) if self.kind == "int" else (self.low, self.high)
-            raise ActionError(f"{where} must be in [{low}, {high}], got {value}")
+        else:
+            value = float(value)
+        low, high = self.lows[index], self.highs[index]
+        if not low <= value <= high:
+            shown = (int(low), int(high)) if integer else (low, high)
+            raise ActionError(f"{where} must be in [{shown[0]}, {shown[1]}], got {value}")
         return value
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return quote(text, 40)
 
 
 @dataclass(frozen=True)
@@ -70,34 +227,177 @@ class Tool:
     description: str
     args: tuple[Arg, ...] = ()
 
-    def signature(self) -> str:
-        return f"{self.name}({', '.join(a.signature() for a in self.args)})"
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "a").isalnum():
+            raise ValueError(f"tool names are letters, digits and '_', got {self.name!r}")
+        names = [a.name for a in self.args]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool {self.name!r} declares an argument twice")
+
+    def json_schema(self) -> dict[str, Any]:
+        """The function schema chat templates take (``tools=[...]``)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": {
+                    "type": "object",
+                    "properties": {a.name: a.json_schema() for a in self.args},
+                    "required": [a.name for a in self.args if a.required],
+                    "additionalProperties": False,
+                },
+            },
+        }
 
     def example(self) -> str:
-        values = {
-            a.name: a.choices[0] if a.kind == "choice" else type_cast(a, min(a.high, a.low + i))
-            for i, a in enumerate(self.args)
-        }
-        return tool_call_text(self.name, values)
-
-
-def type_cast(arg: Arg, value: float) -> int | float:
-    return int(value) if arg.kind == "int" else float(value)
+        """The text of a valid call (required arguments only)."""
+        return tool_call_text(self.name, {a.name: a.example() for a in self.args if a.required})
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A validated call of one declared tool."""
+    """A validated call of one declared tool (optional arguments filled with their defaults)."""
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
+AnswerKind = Literal["text", "choice", "integers", "code"]
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """What an ``<answer>`` holds, as data. Kinds:
+
+    - ``"choice"``: one of ``options`` (``("A", "B", ...)`` or words like ``("done",)``), matched
+      case-insensitively, with brackets and a final full stop ignored (``(b).`` means ``B``);
+    - ``"integers"``: exactly ``count`` integers in ``[low, high]`` separated by spaces, commas,
+      semicolons or newlines, shown in ``rows`` rows in the example;
+    - ``"code"``: a program in ``language``; it may also be sent bare or in a fenced block;
+    - ``"text"``: free text of at most ``max_length`` characters.
+    """
+
+    kind: AnswerKind
+    description: str
+    options: tuple[str, ...] = ()
+    count: int = 0
+    low: int = 0
+    high: int = 0
+    rows: int = 1
+    language: str = ""
+    max_length: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("text", "choice", "integers", "code"):
+            raise ValueError(f"answer kind must be text, choice, integers or code, got {self.kind!r}")
+        if self.kind == "choice" and not self.options:
+            raise ValueError("a choice answer needs options")
+        if self.kind == "integers" and (self.count < 1 or self.low > self.high or self.count % max(self.rows, 1)):
+            raise ValueError("an integers answer needs count >= 1 (a multiple of rows) and low <= high")
+        if self.kind == "code" and not self.language:
+            raise ValueError("a code answer names its language")
+
+    @property
+    def bare_allowed(self) -> bool:
+        """Whether text without ``<answer>`` tags counts as the answer (code only)."""
+        return self.kind == "code"
+
+    def parse(self, content: str) -> Any:
+        """The answer's value: the canonical option, a list of ints, the code, or the text."""
+        if self.kind == "choice":
+            return parse_choice(content, self.options)
+        if self.kind == "integers":
+            return parse_integers(content, self.count, self.low, self.high)
+        if self.kind == "code":
+            return strip_code_fence(content, self.language)
+        if len(content) > self.max_length:
+            raise ActionError(f"the answer is {len(content)} characters long; the limit is {self.max_length}")
+        return content
+
+    def example(self) -> str:
+        """An answer in the right format (not necessarily the right answer)."""
+        if self.kind == "choice":
+            body = self.options[0]
+        elif self.kind == "integers":
+            values = [self.low + i % (self.high - self.low + 1) for i in range(self.count)]
+            per_row = self.count // self.rows
+            body = "\n".join(
+                " ".join(str(v) for v in values[r * per_row : (r + 1) * per_row]) for r in range(self.rows)
+            )
+        elif self.kind == "code":
+            body = f"...your {self.language} code..."
+        else:
+            body = "..."
+        return answer_text(body)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the answer's parsed value."""
+        if self.kind == "choice":
+            return {"type": "string", "enum": list(self.options)}
+        if self.kind == "integers":
+            item = {"type": "integer", "minimum": self.low, "maximum": self.high}
+            return {"type": "array", "items": item, "minItems": self.count, "maxItems": self.count}
+        if self.kind == "code":
+            return {"type": "string", "contentMediaType": f"text/x-{self.language}"}
+        return {"type": "string", "maxLength": self.max_length}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "example": self.example(),
+            "schema": self.json_schema(),
+            "bare_allowed": self.bare_allowed,
+        }
+
+
+def parse_choice(content: str, options: Sequence[str]) -> str:
+    """The option ``content`` names: case-insensitive, ignoring surrounding brackets, spaces and a
+    full stop (``"(b)."`` -> ``"B"``); raises :class:`ActionError` listing the options."""
+    cleaned = content.strip().rstrip(".").strip().strip("()[]").strip().lower()
+    for option in options:
+        if cleaned == option.lower():
+            return option
+    raise ActionError(f"answer with one of {', '.join(options)}; got {quote(content, 40)}")
+
+
+def parse_integers(content: str, count: int, low: int, high: int) -> list[int]:
+    """Exactly ``count`` integers in ``[low, high]`` separated by spaces, commas, semicolons or
+    newlines (backticks ignored)."""
+    cleaned = content
+    for ch in "`,;\n":
+        cleaned = cleaned.replace(ch, " ")
+    tokens = cleaned.split()
+    if not all(t.lstrip("-").isdigit() and len(t) <= 6 for t in tokens):
+        raise ActionError(f"the answer must hold only integers in {low}..{high}; got {quote(content, 40)}")
+    values = [int(t) for t in tokens]
+    if len(values) != count or not all(low <= v <= high for v in values):
+        raise ActionError(f"the answer must hold exactly {count} integers in {low}..{high}, got {len(values)}")
+    return values
+
+
+def strip_code_fence(content: str, language: str = "") -> str:
+    """The code inside the first fenced block of ``content`` (dropping a language tag line), or
+    ``content`` itself when it has no complete fence."""
+    fence = content.find("```")
+    fence_end = content.find("```", fence + 3) if fence >= 0 else -1
+    if fence_end < 0:
+        return content
+    body = content[fence + 3 : fence_end]
+    first_line, newline, rest = body.partition("\n")
+    tag = first_line.strip().lower()
+    if newline and (tag == language.lower() or (tag.isalnum() and len(tag) <= 12) or not tag):
+        return rest
+    return body
+
+
 @dataclass(frozen=True)
 class Answer:
-    """The content of an ``<answer>`` block (stripped)."""
+    """An ``<answer>`` (or a bare code reply): its stripped text and the value parsed from it."""
 
     text: str
+    value: Any = None
 
 
 ParsedAction = ToolCall | Answer
@@ -153,27 +453,22 @@ def extract_answer(text: str) -> str | None:
 
 
 class ToolSet:
-    """The tools of one env and the parser of agent text onto them."""
+    """The tools and the answer format of one env, and the parser of agent text onto them."""
 
-    def __init__(self, tools: Sequence[Tool], *, answer_hint: str = "") -> None:
+    def __init__(self, tools: Sequence[Tool] = (), answer: AnswerFormat | None = None) -> None:
         self.tools = tuple(tools)
         self.by_name = {t.name: t for t in self.tools}
         if len(self.by_name) != len(self.tools):
             raise ValueError("tool names must be unique")
-        self.answer_hint = answer_hint
+        if not self.tools and answer is None:
+            raise ValueError("an env needs at least one tool or an answer format")
+        self.answer = answer
 
-    def prompt(self) -> str:
-        """The tool list and the reply format, for the first observation."""
-        lines = ["Tools (call exactly one per turn):"]
-        lines += [f"- {t.signature()}: {t.description}" for t in self.tools]
-        if self.tools:
-            lines.append(f"Call a tool like this: {self.tools[0].example()}")
-        if self.answer_hint:
-            lines.append(f"Finish with <answer>...</answer>: {self.answer_hint}")
-        lines.append("You may think first inside <think>...</think>.")
-        return "\n".join(lines)
+    def schemas(self) -> list[dict[str, Any]]:
+        """The JSON function schemas of the tools (``tools=`` of a chat template)."""
+        return [t.json_schema() for t in self.tools]
 
-    def parse(self, text: str) -> ParsedAction:
+    def parse(self, text: Any) -> ParsedAction:
         """Parse one turn of agent text; raise :class:`ActionError` with a readable message."""
         if not isinstance(text, str):
             raise ActionError(f"the action must be a string, got {type(text).__name__}")
@@ -187,16 +482,26 @@ class ToolSet:
         if calls:
             return self._parse_call(calls[0])
         if answers:
-            return Answer(answers[-1].strip())
+            return self._parse_answer(answers[-1].strip())
         if unclosed_call:
             raise ActionError("unclosed <tool_call>: end it with </tool_call>")
-        if unclosed_answer:
+        if unclosed_answer and not (self.answer and self.answer.bare_allowed):
             raise ActionError("unclosed <answer>: end it with </answer>")
-        expected = "<tool_call>{...}</tool_call>" if self.tools else ""
-        expected += " or " if self.tools else ""
-        raise ActionError(f"no {expected}<answer>...</answer> found in {quote(text)}")
+        if self.answer is not None and self.answer.bare_allowed:
+            return self._parse_answer(body.replace("<answer>", "").strip())
+        expected = " or ".join(
+            (["<tool_call>{...}</tool_call>"] if self.tools else []) + (["<answer>...</answer>"] if self.answer else [])
+        )
+        raise ActionError(f"no {expected} found in {quote(text)}")
+
+    def _parse_answer(self, content: str) -> Answer:
+        if self.answer is None:
+            raise ActionError(f"this task takes no <answer>; call a tool ({', '.join(self.by_name)})")
+        return Answer(content, self.answer.parse(content))
 
     def _parse_call(self, payload: str) -> ToolCall:
+        if not self.tools:
+            raise ActionError("this task has no tools; reply with <answer>...</answer>")
         try:
             call = json.loads(payload)
         except (ValueError, RecursionError) as err:  # JSONDecodeError, huge integers, deep nesting
@@ -206,8 +511,7 @@ class ToolSet:
             raise ActionError('a tool call is a JSON object {"name": ..., "arguments": {...}}')
         tool = self.by_name.get(call["name"])
         if tool is None:
-            known = ", ".join(self.by_name) or "none"
-            raise ActionError(f"unknown tool {quote(call['name'], 40)}; tools: {known}")
+            raise ActionError(f"unknown tool {quote(call['name'], 40)}; tools: {', '.join(self.by_name)}")
         arguments = call.get("arguments", {})
         if not isinstance(arguments, dict):
             raise ActionError(f"'arguments' of {tool.name} must be a JSON object")
@@ -216,7 +520,10 @@ class ToolSet:
             raise ActionError(f"{tool.name} has no argument(s) {sorted(quote(u, 20) for u in unknown)}")
         values: dict[str, Any] = {}
         for arg in tool.args:
-            if arg.name not in arguments:
-                raise ActionError(f"{tool.name} needs argument {arg.name!r} ({arg.signature()})")
-            values[arg.name] = arg.validate(arguments[arg.name], tool.name)
+            if arg.name in arguments:
+                values[arg.name] = arg.validate(arguments[arg.name], tool.name)
+            elif arg.required:
+                raise ActionError(f"{tool.name} needs argument {arg.name!r} ({json.dumps(arg.json_schema())})")
+            else:
+                values[arg.name] = list(arg.default) if isinstance(arg.default, list) else arg.default
         return ToolCall(tool.name, values)

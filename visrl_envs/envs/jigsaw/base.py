@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from visrl_envs.core.base import ActionMode, Split, VisualEnv
+from visrl_envs.core.base import VisualEnv
 from visrl_envs.core.files import PathList
 from visrl_envs.core.images import draw_text_boxes
 from visrl_envs.envs.jigsaw.board import TileBoard
@@ -55,10 +55,6 @@ class JigsawEnv(VisualEnv):
 
     def __init__(
         self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
         *,
         size: int | None = None,
         grid: tuple[int, int] | None = None,
@@ -67,9 +63,10 @@ class JigsawEnv(VisualEnv):
         labels: bool = False,
         grid_lines: bool = False,
         level: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode)
-        self.size = int(size or DEFAULT_SIZE[action_mode])
+        super().__init__(**kwargs)
+        self.size = int(size or DEFAULT_SIZE[self.action_mode])
         if level is not None and not 0 <= level < len(LADDER):
             raise ValueError(f"level must be in 0..{len(LADDER) - 1}, got {level}")
         self.level = DIFFICULTY_LEVELS[self.difficulty] if level is None else int(level)
@@ -162,17 +159,17 @@ class JigsawEnv(VisualEnv):
         ends = ("left", "right") if b.rows == 1 else ("top", "bottom") if b.cols == 1 else ("top-left", "bottom-right")
         masked = " The borders of each tile have been masked out." if self.mask_ratio > 0 else ""
         return (
-            f"The {self.size}x{self.size} px image is divided into {b.rows}x{b.cols} tiles ({b.rows} row(s) x {b.cols}"
+            f"The image is divided into {b.rows}x{b.cols} tiles ({b.rows} row(s) x {b.cols}"
             f" column(s), {b.tile_w}x{b.tile_h} px each) that have been shuffled.{masked} Positions are numbered from 1 ({ends[0]}) to {b.n} ({ends[1]}),"
             f" row by row:\n```\n{grid_string(b.rows, b.cols)}\n```"
         )
 
     # -- shared hooks ---------------------------------------------------------------------------
-    def _text_image(self) -> np.ndarray:
-        return self._board_image()
-
     def _render_frame(self) -> np.ndarray:
         return self._board_image()
+
+    def _numeric_observation(self) -> dict[str, np.ndarray]:
+        return {"image": self._board_image()}
 
     def _image_space(self) -> spaces.Box:
         return spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)

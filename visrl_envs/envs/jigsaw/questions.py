@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from visrl_envs.core.base import ActionMode, Outcome, Split
-from visrl_envs.core.tools import ActionError, Answer, ToolSet, answer_text
+from visrl_envs.core.base import Outcome
+from visrl_envs.core.tools import Answer, AnswerFormat, ToolSet, answer_text
 from visrl_envs.envs.jigsaw.base import JigsawEnv, grid_string
 
 
@@ -17,17 +17,8 @@ class JigsawQuestionEnv(JigsawEnv):
 
     format_bonus: ClassVar[float] = 0.5
 
-    def __init__(
-        self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
-        *,
-        max_attempts: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode, **kwargs)
+    def __init__(self, *, max_attempts: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.max_attempts = int(max_attempts)
@@ -42,6 +33,7 @@ class JigsawQuestionEnv(JigsawEnv):
         self._accuracy = 0.0
         self._exact = False
         self._new_question(rng)
+        self.show(self._board_image(), copy=False)
 
     def _new_question(self, rng: np.random.Generator) -> None:
         """Draw the question-specific parts (after the board)."""
@@ -62,7 +54,8 @@ class JigsawFullEnv(JigsawQuestionEnv):
 
     ## Action Space
     - text: ``<answer>2 1\\n3 4</answer>`` (numbers separated by spaces, commas, semicolons or
-      newlines; 1-based, row-major), parsed as Jigsaw-R1's ``process_jigsaw_string`` does.
+      newlines; 1-based, row-major), parsed as Jigsaw-R1's ``process_jigsaw_string`` does (the
+      ``"integers"`` answer format of :mod:`visrl_envs.core.tools`).
     - numeric: ``MultiDiscrete([N] * N)``, 0-based original index per position.
 
     ## Observation Space
@@ -90,26 +83,15 @@ class JigsawFullEnv(JigsawQuestionEnv):
     Jigsaw-R1 (zifuwanggg/Jigsaw-R1 ``utils/prompt.py``, ``utils/reward.py``).
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; text observations carry a tuple of images (contract v2).
     """
 
-    def __init__(
-        self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
-        *,
-        scoring: str = "fraction",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode, **kwargs)
+    def __init__(self, *, scoring: str = "fraction", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if scoring not in ("fraction", "exact", "connections"):
             raise ValueError(f"scoring must be 'fraction', 'exact' or 'connections', got {scoring!r}")
         self.scoring = scoring
-        self.tools = ToolSet(
-            [], answer_hint=f"the original position of each tile as a {self.grid[0]}x{self.grid[1]} grid"
-        )
+        self.tools = self._toolset(*self.grid)
         n = self.n_tiles
         self._set_spaces(
             (self.size, self.size, 3),
@@ -117,36 +99,40 @@ class JigsawFullEnv(JigsawQuestionEnv):
             spaces.MultiDiscrete(np.full(n, n, dtype=np.int64)),
         )
 
-    def _prompt(self) -> str:
+    def _toolset(self, rows: int, cols: int) -> ToolSet:
+        n = rows * cols
+        answer = AnswerFormat(
+            "integers",
+            f"the original position of each tile as a {rows}x{cols} grid of numbers 1..{n}",
+            count=n,
+            low=1,
+            high=n,
+            rows=rows,
+        )
+        return ToolSet(answer=answer)
+
+    def _new_question(self, rng: np.random.Generator) -> None:
+        assert self.board is not None
+        self.tools = self._toolset(self.board.rows, self.board.cols)  # the grid may be flipped
+
+    def _task_text(self) -> str:
         b = self.board
         assert b is not None
         return (
             f"{self._grid_description()}\nFor each tile, determine its position in the original image. If the tile "
             f"currently at position X belongs at position Y, place Y at position X. Answer with the position "
-            f"indices arranged in a {b.rows}x{b.cols} grid inside <answer>...</answer>."
+            f"indices arranged in a {b.rows}x{b.cols} grid."
         )
 
-    def _parse_text(self, text: str) -> list[int]:
+    def _parse_text(self, text: Any) -> list[int]:
         action = self.tools.parse(text)
         assert isinstance(action, Answer)
-        cleaned = action.text
-        for ch in "`,;\n":
-            cleaned = cleaned.replace(ch, " ")
-        tokens = cleaned.split()
-        n = self.n_tiles
-        if not all(t.isdigit() and len(t) <= 4 for t in tokens):
-            raise ActionError(f"the answer must hold only position numbers 1..{n}")
-        values = [int(t) for t in tokens]
-        if len(values) != n or not all(1 <= v <= n for v in values):
-            raise ActionError(f"the answer must hold exactly {n} numbers in 1..{n}, got {len(values)}")
-        return [v - 1 for v in values]
+        return [v - 1 for v in action.value]
 
     def _decode_numeric(self, action: Any) -> list[int]:
-        values = self._numeric_integers(action)
-        assert isinstance(values, tuple)
-        return list(values)
+        return list(super()._decode_numeric(action))
 
-    def _apply(self, answer: list[int]) -> Outcome:
+    def _apply(self, answer: list[int], backend_result: Any) -> Outcome:
         assert self.board is not None
         truth = self.board.perm
         predicted = np.asarray(answer)
@@ -159,9 +145,6 @@ class JigsawFullEnv(JigsawQuestionEnv):
             acc = connection_accuracy(predicted, truth, self.board.rows, self.board.cols)
         self._accuracy, self._exact = acc, exact
         return Outcome({"accuracy": acc, "format": self.format_bonus}, terminated=True, feedback=f"Accuracy {acc:.3f}.")
-
-    def _numeric_observation(self) -> dict[str, np.ndarray]:
-        return {"image": self._board_image()}
 
     def _action_text(self, action: list[int]) -> str:
         assert self.board is not None
@@ -230,7 +213,8 @@ class JigsawPairEnv(JigsawQuestionEnv):
     shuffled per episode as in Jigsaw-R1.
 
     ## Action Space
-    - text: ``<answer>C</answer>`` (one letter).
+    - text: ``<answer>C</answer>`` (one letter; ``(c).`` counts as ``C``: the ``"choice"`` answer
+      format of :mod:`visrl_envs.core.tools`).
     - numeric: ``Discrete(2)`` (1-D) or ``Discrete(8)``: the direction in the fixed order of
       :data:`DIRECTIONS` (left, right, above, below, upper left, upper right, lower left, lower right;
       1-D grids use the first two for one row and "above"/"below" for one column).
@@ -257,22 +241,16 @@ class JigsawPairEnv(JigsawQuestionEnv):
     Jigsaw-R1 ``generate_question_string_pair``.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; text observations carry a tuple of images (contract v2).
     """
 
-    def __init__(
-        self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         rows, cols = self.grid
         self.one_dimensional = rows == 1 or cols == 1
         self.n_choices = 2 if self.one_dimensional else 8
-        self.tools = ToolSet([], answer_hint="the letter of the right choice")
+        letters = tuple(chr(65 + i) for i in range(self.n_choices))
+        self.tools = ToolSet(answer=AnswerFormat("choice", "the letter of the right choice", options=letters))
         n = self.n_tiles
         self._set_spaces(
             (self.size, self.size, 3),
@@ -296,7 +274,7 @@ class JigsawPairEnv(JigsawQuestionEnv):
         self.truth = relative_direction(int(self.board.perm[first]), int(self.board.perm[second]), self.board.cols)
         self.letters_order = [int(d) for d in rng.permutation(self._choice_directions())]
 
-    def _prompt(self) -> str:
+    def _task_text(self) -> str:
         k, l = self.pair[0] + 1, self.pair[1] + 1  # noqa: E741 - Jigsaw-R1's names
         choices = "\n".join(
             f"({chr(65 + i)}) {DIRECTIONS[d].format(k=k, l=l)}" for i, d in enumerate(self.letters_order)
@@ -304,25 +282,16 @@ class JigsawPairEnv(JigsawQuestionEnv):
         return (
             f"{self._grid_description()}\nFor the tiles currently at positions {k} and {l}, determine their relative "
             f"position in the original image.\nSelect the correct answer from the following {len(self.letters_order)} "
-            f"choices:\n{choices}\nAnswer with a single letter inside <answer>...</answer>."
+            f"choices:\n{choices}"
         )
 
-    def _parse_text(self, text: str) -> int:
+    def _parse_text(self, text: Any) -> int:
         action = self.tools.parse(text)
         assert isinstance(action, Answer)
-        letters = "".join(chr(65 + i) for i in range(len(self.letters_order)))
-        content = action.text.strip().strip("().").strip().upper()
-        if len(content) != 1 or content not in letters:
-            raise ActionError(f"answer with one letter out of {', '.join(letters)}")
-        direction = self.letters_order[ord(content) - 65]
+        direction = self.letters_order[ord(action.value) - 65]
         return self._choice_directions().index(direction)
 
-    def _decode_numeric(self, action: Any) -> int:
-        k = self._numeric_integers(action)
-        assert isinstance(k, int)
-        return k
-
-    def _apply(self, choice: int) -> Outcome:
+    def _apply(self, choice: int, backend_result: Any) -> Outcome:
         correct = self._choice_directions()[choice] == self.truth
         self._accuracy, self._exact = float(correct), correct
         return Outcome(

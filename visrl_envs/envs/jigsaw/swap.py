@@ -7,8 +7,18 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from visrl_envs.core.base import ActionMode, Outcome, Split
-from visrl_envs.core.tools import ActionError, Answer, Arg, Tool, ToolCall, ToolSet, answer_text, tool_call_text
+from visrl_envs.core.base import Outcome
+from visrl_envs.core.tools import (
+    ActionError,
+    Answer,
+    AnswerFormat,
+    Arg,
+    Tool,
+    ToolCall,
+    ToolSet,
+    answer_text,
+    tool_call_text,
+)
 from visrl_envs.envs.jigsaw.base import JigsawEnv
 from visrl_envs.envs.jigsaw.board import solving_swaps
 
@@ -29,8 +39,9 @@ class JigsawSwapEnv(JigsawEnv):
       ``pairs[k]`` on the env gives the 0-based positions of action ``k``.
 
     ## Observation Space
-    - text: ``{"image": uint8 (S, S, 3) board, "text": str}``; the first text states the grid, the
-      position numbering and the tools, later ones the swap just made.
+    - text: ``{"images": (uint8 (S, S, 3) board,), "text": str}``: the board after reset and after
+      every swap (no image after a malformed action); the first text states the grid, the position
+      numbering and the tools (``prompt_spec()`` has them apart), later ones the swap just made.
     - numeric: ``{"image": uint8 (S, S, 3)}``. ``S`` = ``size`` (336 text, 84 numeric by default).
 
     ## Rewards
@@ -62,23 +73,14 @@ class JigsawSwapEnv(JigsawEnv):
     bug is avoided: pairs are listed explicitly).
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; text observations carry a tuple of images (contract v2).
     """
 
     step_cost: ClassVar[float] = 0.01
     solve_bonus: ClassVar[float] = 1.0
 
-    def __init__(
-        self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
-        *,
-        swaps: str = "any",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode, **kwargs)
+    def __init__(self, *, swaps: str = "any", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if swaps not in ("any", "adjacent"):
             raise ValueError(f"swaps must be 'any' or 'adjacent', got {swaps!r}")
         self.swaps = swaps
@@ -92,7 +94,7 @@ class JigsawSwapEnv(JigsawEnv):
                     (Arg("a", "int", f"position a (1..{n})", 1, n), Arg("b", "int", f"position b (1..{n})", 1, n)),
                 )
             ],
-            answer_hint="<answer>done</answer> when the image is restored",
+            AnswerFormat("choice", "done, when the image is restored (or to give up)", options=("done",)),
         )
         # Any-swaps: all unordered pairs. Adjacent swaps: the board's own list each episode (its length,
         # m(n-1) + n(m-1), is the same for the m x n and n x m layouts of the orientation flip).
@@ -123,25 +125,20 @@ class JigsawSwapEnv(JigsawEnv):
         self.board = self._draw_board(rng)
         self._shuffle(self.board, rng)
         self._selected = None
+        self.show(self._board_image(), copy=False)
 
-    def _prompt(self) -> str:
+    def _task_text(self) -> str:
         only = " Only tiles that share an edge can be swapped." if self.swaps == "adjacent" else ""
-        return (
-            f"{self._grid_description()}\nRestore the original image by swapping tiles, one swap per turn; "
-            f"you have {self.horizon} turns.{only}\n{self.tools.prompt()}"
-        )
+        return f"{self._grid_description()}\nRestore the original image by swapping tiles, one swap per turn.{only}"
 
     def _decode_numeric(self, action: Any) -> ToolCall:
-        k = self._numeric_integers(action)
-        assert isinstance(k, int)
+        k = super()._decode_numeric(action)
         a, b = self.pairs[k]
         return ToolCall("swap", {"a": a + 1, "b": b + 1})
 
-    def _apply(self, action: ToolCall | Answer) -> Outcome:
+    def _apply(self, action: ToolCall | Answer, backend_result: Any) -> Outcome:
         assert self.board is not None
         if isinstance(action, Answer):
-            if action.text.strip().lower() != "done":
-                raise ActionError("the only answer is <answer>done</answer>; swap tiles with the swap tool")
             state = "solved" if self.board.solved else "not solved"
             return Outcome({}, terminated=True, feedback=f"Stopped; the puzzle is {state}.")
         a, b = action.arguments["a"] - 1, action.arguments["b"] - 1
@@ -150,6 +147,7 @@ class JigsawSwapEnv(JigsawEnv):
         if self.swaps == "adjacent" and (min(a, b), max(a, b)) not in self.board.adjacent_pairs():
             raise ActionError(f"positions {a + 1} and {b + 1} do not share an edge")
         delta = self.board.swap(a, b)
+        self.show(self._board_image(), copy=False)
         terms = {"progress": delta / self.board.n, "step": -self.step_cost}
         if self.board.solved:
             terms["solve"] = self.solve_bonus
@@ -157,18 +155,21 @@ class JigsawSwapEnv(JigsawEnv):
             terms, terminated=self.board.solved, feedback=f"Swapped the tiles at positions {a + 1} and {b + 1}."
         )
 
-    def _numeric_observation(self) -> dict[str, np.ndarray]:
-        return {"image": self._board_image()}
-
-    def _action_text(self, action: ToolCall) -> str:
-        return tool_call_text(action.name, action.arguments)
-
     def _score(self) -> float:
         assert self.board is not None
         return self.board.in_place / self.board.n
 
     def _success(self) -> bool:
         return self.board is not None and self.board.solved
+
+    def _render_frame(self) -> np.ndarray:
+        frame = self._board_image()
+        selected = self._selected
+        if selected is not None and self.board is not None:
+            x0, y0, x1, y1 = self.board.position_box(selected)
+            frame[y0 : y0 + 3, x0:x1] = frame[y1 - 3 : y1, x0:x1] = (255, 215, 0)
+            frame[y0:y1, x0 : x0 + 3] = frame[y0:y1, x1 - 3 : x1] = (255, 215, 0)
+        return frame
 
     # -- human play (visrl play) ---------------------------------------------------------------
     def click_action(self, x: int, y: int) -> str | None:
@@ -186,15 +187,6 @@ class JigsawSwapEnv(JigsawEnv):
         if selected == pos:
             return None
         return tool_call_text("swap", {"a": selected + 1, "b": pos + 1})
-
-    def _render_frame(self) -> np.ndarray:
-        frame = self._board_image()
-        selected = self._selected
-        if selected is not None and self.board is not None:
-            x0, y0, x1, y1 = self.board.position_box(selected)
-            frame[y0 : y0 + 3, x0:x1] = frame[y1 - 3 : y1, x0:x1] = (255, 215, 0)
-            frame[y0:y1, x0 : x0 + 3] = frame[y0:y1, x1 - 3 : x1] = (255, 215, 0)
-        return frame
 
     def oracle_swap(self) -> tuple[int, int] | None:
         """The next swap of a shortest solution (any swaps), or a greedy adjacent swap that moves the

@@ -2,48 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
-from visrl_envs.core.base import ActionMode, BackendError, Outcome, Split, VisualEnv
-from visrl_envs.core.files import PathList, collect_files
-from visrl_envs.core.images import as_uint8_rgb, fit_square, resize, side_by_side
-from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
-from visrl_envs.core.sandbox import SandboxError, SandboxLimits
-from visrl_envs.core.tools import ActionError, ToolSet, answer_text, extract_answer
-from visrl_envs.envs.svg.backend import MAX_SVG_BYTES, SvgRasterizer, SvgRenderError, gunzip_bounded, render_trusted
+from visrl_envs.core.errors import ActionError
+from visrl_envs.core.feedback import Renderer, RenderFeedbackEnv
+from visrl_envs.core.images import resize
+from visrl_envs.core.tools import AnswerFormat, ToolSet, answer_text
+from visrl_envs.envs.svg.backend import SvgRasterizer
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
+from visrl_envs.envs.svg.raster import MAX_SVG_BYTES, gunzip_bounded
 
-DEFAULT_SIZE = {"text": 256, "numeric": 64}
-#: Grey gap between the target (left) and the render (right) in the text observation's image.
-PANEL_GAP = 4
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
 _NVEC = (len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE))
-TARGET_SUFFIXES = {".svg", ".svgz", ".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-RewardFn = Callable[[np.ndarray, np.ndarray], float]
 
 
-def extract_svg(text: str) -> str:
-    """The SVG program in agent text: inside ``<answer>`` if present, inside a code fence if present,
-    from the first ``<svg`` to the last ``</svg>``."""
-    if not isinstance(text, str):
-        raise ActionError(f"the action must be a string of SVG code, got {type(text).__name__}")
-    content = extract_answer(text)
-    content = text if content is None else content
-    fence = content.find("```")
-    fence_end = content.find("```", fence + 3) if fence >= 0 else -1
-    if fence_end >= 0:  # a fenced block, with or without a language tag
-        content = content[fence + 3 : fence_end]
-        first_line, _, rest = content.partition("\n")
-        if first_line.strip().lower() in ("svg", "xml", "html"):
-            content = rest
-    # linear scans (a greedy regex from every "<svg" is quadratic on hostile text)
+def extract_svg(content: str) -> str:
+    """The ``<svg>...</svg>`` element of ``content`` (from the first ``<svg`` to the last ``</svg>``).
+
+    Linear scans: a greedy regex from every ``"<svg"`` is quadratic on hostile text.
+    """
+    if not isinstance(content, str):
+        raise ActionError(f"the action must be a string of SVG code, got {type(content).__name__}")
     lower = content.lower()
     start = lower.find("<svg")
     while start >= 0 and start + 4 < len(lower) and not (lower[start + 4].isspace() or lower[start + 4] in ">/"):
@@ -55,7 +42,7 @@ def extract_svg(text: str) -> str:
     return content[start : close + 1]
 
 
-class SvgRenderEnv(VisualEnv):
+class SvgRenderEnv(RenderFeedbackEnv):
     """Write SVG code that reproduces a target image, refining it from rendering feedback.
 
     ## Description
@@ -67,15 +54,17 @@ class SvgRenderEnv(VisualEnv):
     ## Action Space
     - text: SVG code, in ``<answer>...</answer>`` or bare (a fenced block works too). It is rendered
       by cairosvg in a sandboxed worker (no files, no network, no entities; at most 256 KiB, depth 64,
-      20,000 elements, 50,000 after ``<use>`` expansion; 10 s).
+      20,000 elements, 50,000 after ``<use>`` expansion, coordinates within 1e6; 10 s). SVG that
+      crashes or hangs the renderer on a fresh worker too is the agent's error (format penalty).
     - numeric: ``MultiDiscrete([3, 16, 16, 16, 16, 16])`` = (shape: rect/ellipse/triangle, x0, y0, x1,
       y1 as grid cells spanned inclusively, colour index into the 16-colour palette). Each step draws
       one primitive on the canvas incrementally.
 
     ## Observation Space
-    - text: ``{"image": uint8 (S, 2S + 4, 3), "text": str}``: the image holds the target (left) beside
-      the render of the last valid SVG (right; blank at first), as RLRF and VAGEN show it; the text
-      holds the instructions first, then each turn's scores or error.
+    - text: ``{"images": tuple of uint8 (S, S, 3), "text": str}``: the first observation shows the
+      target; each valid SVG's render comes back the next turn (RLRF and VAGEN show it so), with the
+      target again beside it when ``show_target="every_turn"``; a malformed turn brings no image. The
+      text holds the task first (``prompt_spec()`` has its parts), then each turn's scores or error.
     - numeric: ``{"target": uint8 (S, S, 3), "canvas": uint8 (S, S, 3)}``. ``S`` = ``size``
       (256 text, 64 numeric by default; any S >= 64).
 
@@ -107,8 +96,9 @@ class SvgRenderEnv(VisualEnv):
     ## Arguments
     ``size``, ``max_turns``, ``max_primitives``, ``targets`` (SVG/SVGZ/PNG/JPEG files or directories; used by
     both splits, whose task seeds still differ; non-square rasters are letterboxed on white),
-    ``weights`` (:class:`SimilarityWeights`), ``metric_size`` (``None`` scores at full size), ``length_weight``, ``reward_fn``, ``reward_fn_mode``,
-    ``reward_fn_weight``, ``success_threshold``, ``render_timeout_s``, plus the common ones.
+    ``weights`` (:class:`SimilarityWeights`), ``metric_size`` (``None`` scores at full size), ``length_weight``,
+    ``reward_fn``, ``reward_fn_mode``, ``reward_fn_weight``, ``success_threshold``, ``render_timeout_s``,
+    ``show_target`` (``"first"`` or ``"every_turn"``), plus the common ones.
 
     ## Anchors
     RLRF (arXiv 2505.20793): R = recon + semantic + code-length terms, rendered with cairosvg;
@@ -117,224 +107,83 @@ class SvgRenderEnv(VisualEnv):
     CPU-only by default: model-based terms (DINO, DreamSim, CLIP) plug in through ``reward_fn``.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; text observations carry a tuple of images (contract v2).
     """
 
     family: ClassVar[str] = "svg"
+    language: ClassVar[str] = "svg"
+    code_suffixes: ClassVar[frozenset[str]] = frozenset({".svg", ".svgz"})
 
-    def __init__(
-        self,
-        action_mode: ActionMode = "text",
-        difficulty: int = 0,
-        split: Split = "train",
-        render_mode: str | None = None,
-        *,
-        size: int | None = None,
-        max_turns: int = 5,
-        max_primitives: int | None = None,
-        targets: PathList | None = None,
-        weights: SimilarityWeights | None = None,
-        length_weight: float = 0.1,
-        reward_fn: RewardFn | None = None,
-        reward_fn_mode: str = "add",
-        reward_fn_weight: float = 1.0,
-        success_threshold: float = 0.99,
-        render_timeout_s: float = 10.0,
-        metric_size: int | None = METRIC_SIZE,
-    ) -> None:
-        super().__init__(action_mode, difficulty, split, render_mode)
-        self.size = int(size or DEFAULT_SIZE[action_mode])
-        if self.size < 64:
-            raise ValueError("size must be at least 64 px")
-        if max_turns < 1:
-            raise ValueError("max_turns must be >= 1")
-        if reward_fn_mode not in ("add", "replace"):
-            raise ValueError("reward_fn_mode must be 'add' or 'replace'")
-        if not 0 <= length_weight < 1:
-            raise ValueError("length_weight must be in [0, 1)")
-        self.max_turns = int(max_turns)
+    def __init__(self, *, max_primitives: int | None = None, **kwargs: Any) -> None:
+        self.tools = ToolSet(answer=AnswerFormat("code", "the complete SVG program", language="svg"))
+        super().__init__(**kwargs)
         self.max_primitives = int(max_primitives or PRIMITIVE_BUDGET[self.difficulty])
-        self.weights = weights or SimilarityWeights()
-        self.weights.normalised()
-        self.length_weight = float(length_weight)
-        self.reward_fn = reward_fn
-        self.reward_fn_mode = reward_fn_mode
-        self.reward_fn_weight = float(reward_fn_weight)
-        self.success_threshold = float(success_threshold)
-        self.render_timeout_s = float(render_timeout_s)
-        self.metric_size = metric_size
-        self._target_files = collect_files(targets, TARGET_SUFFIXES, "target") if targets is not None else None
-        self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
-        self._rasterizer: SvgRasterizer | None = None
-        self.tools = ToolSet([], answer_hint="the complete SVG program")
-        image = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
-        self._set_spaces(
-            (self.size, 2 * self.size + PANEL_GAP, 3),
-            spaces.Dict({"target": image, "canvas": image}),
-            spaces.MultiDiscrete(list(_NVEC)),
-        )
-        self.target: np.ndarray | None = None
-        self.target_code: str | None = None
+        if self.max_primitives < 1:
+            raise ValueError("max_primitives must be >= 1")
         self.canvas = PrimitiveCanvas(self.size)
-        self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-        self._code = ""
-        self.metrics: dict[str, float] = {}
-        self._parts: dict[str, float] = {}
 
-    # -- backend ---------------------------------------------------------------------------------
-    @property
-    def rasterizer(self) -> SvgRasterizer:
-        if self._rasterizer is None:
-            self._rasterizer = SvgRasterizer(SandboxLimits(memory_bytes=1 << 30, timeout_s=self.render_timeout_s))
-        return self._rasterizer
+    # -- renderer and targets -----------------------------------------------------------------------
+    def _renderer_factory(self) -> Callable[[], Renderer]:
+        return functools.partial(SvgRasterizer, timeout_s=self.render_timeout_s)
 
-    def _close_backends(self) -> None:
-        if self._rasterizer is not None:
-            self._rasterizer.close()
+    def _generate_target(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        code = generate_svg(rng, self.difficulty)
+        rasterizer = self.renderer.get()
+        assert isinstance(rasterizer, SvgRasterizer)
+        return rasterizer.render_trusted(code, self.size), code
 
-    # -- task ------------------------------------------------------------------------------------
+    def _read_code_file(self, path: Path) -> str:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gunzip_bounded(data)
+            except ValueError as err:
+                raise ValueError(f"target {path}: {err}") from None
+        return data.decode("utf-8", errors="replace")
+
     @property
     def horizon(self) -> int:
         return self.max_turns if self.action_mode == "text" else self.max_primitives
 
-    def _new_task(self, rng: np.random.Generator) -> None:
-        if self._target_files is None:
-            self.target_code = generate_svg(rng, self.difficulty)
-            self.target = render_trusted(self.target_code, self.size)
-        else:
-            self.target, self.target_code = self._load_target(int(rng.integers(len(self._target_files))))
-        self._similarity = TargetSimilarity(self.target, self.weights, self.metric_size)
-        self.canvas.clear()
-        self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-        self._code = ""
-        self.metrics = {"pixel": 0.0, "ssim": 0.0, "edge": 0.0, "similarity": 0.0}
-        self._parts = {}
-
-    def _load_target(self, index: int) -> tuple[np.ndarray, str | None]:
-        if index not in self._file_cache:
-            assert self._target_files is not None
-            path = self._target_files[index]
-            data = path.read_bytes()
-            if path.suffix.lower() in (".svg", ".svgz"):
-                if data[:2] == b"\x1f\x8b":
-                    data = gunzip_bounded(data)
-                try:
-                    image = self.rasterizer.render(data, self.size)
-                except (SvgRenderError, SandboxError) as err:
-                    raise ValueError(f"target {path} cannot be rendered: {err}") from None
-                code: str | None = data.decode("utf-8", errors="replace")
-            else:
-                from PIL import Image
-
-                with Image.open(path) as im:
-                    im.draft("RGB", (self.size, self.size))
-                    image = fit_square(as_uint8_rgb(im.convert("RGBA")), self.size)
-                code = None
-            self._file_cache[index] = (image, code)
-        return self._file_cache[index]
-
-    def _prompt(self) -> str:
-        n = self.horizon
+    def _task_text(self) -> str:
         return (
-            f"Write SVG code that reproduces the target image ({self.size}x{self.size} px, the left panel of the image; "
-            "the right panel shows your current render, blank at first). Your SVG is rendered with "
-            f'cairosvg at {self.size}x{self.size} px on an opaque white background; use viewBox="0 0 {CANVAS} {CANVAS}". '
-            "External files, URLs, scripts and XML entities are not loaded. Reply with the complete SVG inside "
-            f"<answer>...</answer>. After each try you see your render and its similarity to the target (pixel, SSIM, "
-            f"edge; 1.0 = identical). You have {n} tr{'y' if n == 1 else 'ies'}; a similarity of "
-            f"{self.success_threshold:g} ends the episode."
+            super()._task_text()
+            + f" Your SVG is rendered with cairosvg at {self.size}x{self.size} px on an opaque white background; use "
+            f'viewBox="0 0 {CANVAS} {CANVAS}". External files, URLs, scripts and XML entities are not loaded.'
         )
 
     # -- actions ---------------------------------------------------------------------------------
-    def _parse_text(self, text: str) -> str:
-        code = extract_svg(text)
+    def _find_program(self, content: str) -> str:
+        code = extract_svg(content)
         if len(code.encode("utf-8", errors="replace")) > MAX_SVG_BYTES:
             raise ActionError(f"the SVG is longer than {MAX_SVG_BYTES} bytes")
         return code
 
-    def _decode_numeric(self, action: Any) -> tuple[int, ...]:
+    def _empty_program(self) -> str:
+        return svg_document("")
+
+    def _numeric_space(self) -> spaces.Space:
+        return spaces.MultiDiscrete(list(_NVEC))
+
+    def _clear_canvas(self) -> None:
+        self.canvas.clear()
+
+    def _draw_numeric(self, action: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """(shape, x0, y0, x1, y1, colour), validated against the MultiDiscrete space."""
-        decoded = self._numeric_integers(action)
-        assert isinstance(decoded, tuple)
-        return decoded
-
-    def _apply(self, action: str | tuple[int, ...]) -> Outcome:
-        if isinstance(action, str):
-            try:
-                image = self.rasterizer.render(action, self.size)
-            except SvgRenderError as err:
-                raise ActionError(f"SVG not rendered: {err}") from None
-            except SandboxError as err:
-                raise BackendError(f"SVG renderer failed: {err}") from err
-            self._code = action
-            code_length = len(action)
-        else:
-            self.canvas.draw(*action)
-            image = self.canvas.array()
-            code_length = self.canvas.code_length
-        self.render_image = image
-        terms = self._update_quality(image, code_length)
-        success = self._success()
-        if self.action_mode == "numeric":  # no text to write on the numeric hot path
-            return Outcome(terms, terminated=success)
-        m = self.metrics
-        feedback = (
-            f"Your SVG rendered (right panel; the target is on the left). Similarity {m['similarity']:.3f} (pixel {m['pixel']:.3f}, "
-            f"SSIM {m['ssim']:.3f}, edge {m['edge']:.3f})." + (" Target reached." if success else "")
-        )
-        return Outcome(terms, terminated=success, feedback=feedback)
-
-    def _update_quality(self, image: np.ndarray, code_length: int) -> dict[str, float]:
-        assert self.target is not None
-        self.metrics = self._similarity.terms(image)
-        similarity = self.metrics["similarity"]
-        parts: dict[str, float] = {}
-        custom = float(self.reward_fn(image, self.target)) if self.reward_fn is not None else None
-        if custom is not None and self.reward_fn_mode == "replace":
-            similarity = custom
-        w_len = self.length_weight if self.target_code else 0.0
-        parts["similarity"] = (1 - w_len) * similarity
-        if w_len:
-            parts["length"] = w_len * length_score(code_length, len(self.target_code or ""))
-        if custom is not None and self.reward_fn_mode == "add":
-            parts["custom"] = self.reward_fn_weight * custom
-        gains = {k: v - self._parts.get(k, 0.0) for k, v in parts.items()}
-        self._parts = parts
-        return gains
+        self.canvas.draw(*action)
+        return self.canvas.array(), self.canvas.code_length
 
     @property
     def code(self) -> str:
         """The SVG program of the current picture (the last valid text answer, or the canvas)."""
         return self.canvas.svg() if self.action_mode == "numeric" else self._code
 
-    # -- observation -----------------------------------------------------------------------------
-    def _text_image(self) -> np.ndarray:
-        assert self.target is not None
-        return side_by_side([self.target, self.render_image], gap=PANEL_GAP)
-
-    def _numeric_observation(self) -> dict[str, np.ndarray]:
-        assert self.target is not None
-        return {"target": self.target.copy(), "canvas": self.render_image.copy()}
-
-    def _score(self) -> float:
-        return float(self.metrics.get("similarity", 0.0))
-
-    def _success(self) -> bool:
-        return self._score() >= self.success_threshold
-
-    def _info(self, terms: dict[str, float], action_error: str | None, env_error: str | None) -> dict[str, Any]:
-        info = super()._info(terms, action_error, env_error)
-        info["metrics"] = dict(self.metrics)
-        return info
-
-    def _render_frame(self) -> np.ndarray:
-        assert self.target is not None
-        return side_by_side([self.target, self.render_image], gap=PANEL_GAP)
-
-    def _action_text(self, action: tuple[int, ...]) -> str:
+    def _action_text(self, action: Any) -> str:
         """A primitive as text: the current canvas program with the primitive added."""
-        body = "".join(primitive_svg(*p) for p in [*self.canvas.primitives, action])
-        return answer_text(svg_document(body))
+        if isinstance(action, tuple):
+            body = "".join(primitive_svg(*p) for p in [*self.canvas.primitives, action])
+            return answer_text(svg_document(body))
+        return super()._action_text(action)
 
     def primitive_plan(self) -> list[tuple[int, ...]] | None:
         """The target as numeric primitives when it is made only of grid primitives (difficulty 0)."""
@@ -383,17 +232,10 @@ class SvgRenderEnv(VisualEnv):
         assert best is not None
         return np.asarray(best, dtype=np.int64)
 
-    def null_text(self) -> str:
-        """An empty SVG: the blank white canvas."""
-        return answer_text(svg_document(""))
-
-    def oracle_text(self) -> str:
-        """The hidden program, or for raster-only targets a 32 x 32 grid of rectangles approximating it."""
-        assert self.target is not None
-        if self.target_code is not None:
-            return answer_text(self.target_code)
+    def _raster_oracle_program(self, image: np.ndarray) -> str:
+        """A 32 x 32 grid of rectangles approximating a raster-only target."""
         cells = 32
-        small = resize(self.target, cells)
+        small = resize(image, cells)
         unit = CANVAS / cells
         rects = "".join(
             f'<rect x="{c * unit:g}" y="{r * unit:g}" width="{unit:g}" height="{unit:g}" '
@@ -401,4 +243,4 @@ class SvgRenderEnv(VisualEnv):
             for r in range(cells)
             for c in range(cells)
         )
-        return answer_text(svg_document(rects))
+        return svg_document(rects)

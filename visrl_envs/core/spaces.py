@@ -1,0 +1,132 @@
+"""Spaces of the text interface: the images of a turn and the turn's text.
+
+A text observation is ``{"images": tuple of uint8 (H, W, 3) arrays, "text": str}``: the images that
+are new this turn (none after a malformed action, one board, a target and a render, a thumbnail and
+a crop...). Every image of one env shares its frame ``(H, W)``, so a VLM formatter gets a plain list
+and vector envs can batch them.
+
+:class:`ImageSequence` is a :class:`gymnasium.spaces.Sequence` of one ``Box`` with a cap on the
+count. Gymnasium refuses to put a ``Sequence`` in ``AsyncVectorEnv``'s shared memory (its length is
+dynamic); with the cap it has a fixed-size buffer, so we register the three shared-memory functions
+for it (the extension point Gymnasium's error message names) and ``gym.make_vec(...,
+vectorization_mode="async")`` works with its defaults.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Iterator
+from collections.abc import Sequence as AbcSequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import shared_memory as _shm
+
+from visrl_envs.core.text import MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space
+
+#: Most images one text observation may carry.
+MAX_IMAGES_PER_TURN = 4
+
+
+class ImageSequence(spaces.Sequence):
+    """Between 0 and ``max_images`` uint8 images of one frame ``shape`` (H, W, 3), as a tuple."""
+
+    def __init__(self, shape: tuple[int, int, int], max_images: int = MAX_IMAGES_PER_TURN, seed: Any = None) -> None:
+        if len(shape) != 3 or shape[2] != 3 or min(shape[:2]) < 1:
+            raise ValueError(f"image frames are (H, W, 3), got {shape}")
+        if not 1 <= max_images <= 64:
+            raise ValueError(f"max_images must be in 1..64, got {max_images}")
+        self.image_space = spaces.Box(0, 255, tuple(int(s) for s in shape), dtype=np.uint8)
+        self.max_images = int(max_images)
+        super().__init__(self.image_space, seed=seed, stack=False)
+
+    @property
+    def frame(self) -> tuple[int, int, int]:
+        return self.image_space.shape  # type: ignore[return-value]
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, tuple) and len(x) <= self.max_images and all(self.image_space.contains(im) for im in x)
+
+    def sample(self, mask: Any = None, probability: Any = None) -> tuple[np.ndarray, ...]:
+        """Between 1 and ``max_images`` random images."""
+        count = int(self.np_random.integers(1, self.max_images + 1))
+        return tuple(self.image_space.sample() for _ in range(count))
+
+    def __repr__(self) -> str:
+        return f"ImageSequence({self.frame}, max_images={self.max_images})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImageSequence) and other.frame == self.frame and other.max_images == self.max_images
+
+    def __hash__(self) -> int:
+        return hash((self.frame, self.max_images))
+
+
+def text_observation_space(frame: tuple[int, int, int], max_images: int = MAX_IMAGES_PER_TURN) -> spaces.Dict:
+    """``{"images": ImageSequence(frame), "text": Text}``: the observation space of every text interface."""
+    return spaces.Dict({"images": ImageSequence(frame, max_images), "text": text_space(MAX_OBSERVATION_TEXT)})
+
+
+def text_action_space() -> spaces.Text:
+    """The action space of every text interface (agents may send longer text; it is parsed anyway)."""
+    return text_space(MAX_ACTION_TEXT)
+
+
+# -- AsyncVectorEnv shared memory -----------------------------------------------------------------
+class SharedImageBatch(AbcSequence):
+    """The batch view of ``n`` envs' image tuples in shared memory (read lazily: the counts change).
+
+    ``AsyncVectorEnv`` deep-copies observations by default (``copy=True``); the copy is a plain
+    tuple of tuples of arrays, as a synchronous vector env returns.
+    """
+
+    def __init__(self, data: np.ndarray, counts: np.ndarray) -> None:
+        self._data = data
+        self._counts = counts
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        return tuple(self._data[index, k] for k in range(int(self._counts[index])))
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        return (self[i] for i in range(len(self)))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[tuple[np.ndarray, ...], ...]:
+        return tuple(tuple(im.copy() for im in images) for images in self)
+
+
+def _views(space: ImageSequence, memory: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+    data, counts = memory
+    images = np.frombuffer(data.get_obj(), dtype=np.uint8).reshape(-1, space.max_images, *space.frame)
+    return images, np.frombuffer(counts.get_obj(), dtype=np.int64)
+
+
+@_shm.create_shared_memory.register(ImageSequence)
+def _create_image_sequence_memory(space: ImageSequence, n: int = 1, ctx: ModuleType = mp) -> tuple[Any, Any]:
+    size = int(np.prod(space.frame)) * space.max_images
+    return ctx.Array(np.ctypeslib.as_ctypes_type(np.uint8), n * size), ctx.Array(
+        np.ctypeslib.as_ctypes_type(np.int64), n
+    )
+
+
+@_shm.read_from_shared_memory.register(ImageSequence)
+def _read_image_sequence_memory(space: ImageSequence, memory: tuple[Any, Any], n: int = 1) -> SharedImageBatch:
+    return SharedImageBatch(*_views(space, memory))
+
+
+@_shm.write_to_shared_memory.register(ImageSequence)
+def _write_image_sequence_memory(
+    space: ImageSequence, index: int, value: tuple[np.ndarray, ...], memory: tuple[Any, Any]
+) -> None:
+    images, counts = _views(space, memory)
+    if len(value) > space.max_images:
+        raise ValueError(f"{len(value)} images exceed the space's cap of {space.max_images}")
+    for k, image in enumerate(value):
+        images[index, k] = image
+    counts[index] = len(value)
