@@ -29,7 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 import visrl_envs  # noqa: F401
-from visrl_envs.envs.svg.backend import render_trusted
+from visrl_envs.envs.svg.raster import render_trusted
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import generate_svg
 

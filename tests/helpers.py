@@ -89,6 +89,10 @@ def digest(value: Any, h: Any) -> None:
         for key in sorted(value):
             h.update(str(key).encode())
             digest(value[key], h)
+    elif isinstance(value, np.ndarray) and value.dtype == object:  # tobytes() would hash pointers
+        h.update(str(value.shape).encode())
+        for item in value.ravel():
+            digest(item, h)
     elif isinstance(value, np.ndarray):
         h.update(str(value.dtype).encode() + str(value.shape).encode())
         h.update(np.ascontiguousarray(value).tobytes())

@@ -75,8 +75,8 @@ def test_text_observations_are_images_of_one_frame_and_text(env_id: str) -> None
     env.close()
 
 
-@pytest.mark.parametrize("vectorization_mode", ["sync", "async"])
-def test_make_vec(env_id: str, mode: str, vectorization_mode: str) -> None:
+@pytest.mark.parametrize("vectorization_mode", ["sync", "async", None])  # None: the registry's default
+def test_make_vec(env_id: str, mode: str, vectorization_mode: str | None) -> None:
     envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=vectorization_mode, action_mode=mode)
     obs, info = envs.reset(seed=3)
     assert envs.observation_space.contains(obs)

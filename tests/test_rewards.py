@@ -113,7 +113,7 @@ def test_dilate3_matches_scipy() -> None:
 
 
 def test_fast_canny_agrees_with_skimage_on_renders() -> None:
-    from visrl_envs.envs.svg.backend import render_trusted
+    from visrl_envs.envs.svg.raster import render_trusted
     from visrl_envs.envs.svg.generator import generate_svg
 
     agreement = []
@@ -128,7 +128,7 @@ def test_fast_canny_agrees_with_skimage_on_renders() -> None:
 
 
 def test_ssim_kernel_matches_skimage_on_renders() -> None:
-    from visrl_envs.envs.svg.backend import render_trusted
+    from visrl_envs.envs.svg.raster import render_trusted
     from visrl_envs.envs.svg.generator import generate_svg
 
     for seed in range(6):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from visrl_envs.core.rewards import TargetSimilarity
-from visrl_envs.envs.svg.backend import render_trusted
+from visrl_envs.envs.svg.raster import render_trusted
 from visrl_envs.envs.svg.env import extract_svg
 from visrl_envs.envs.svg.generator import generate_svg, svg_document
 

@@ -21,6 +21,8 @@ class EnvEntry:
     tags: tuple[str, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     interfaces: tuple[str, ...] = ("text", "numeric")
+    #: ``module:function`` building the family's batched vector env (``gym.make_vec``'s default).
+    vector_entry_point: str | None = None
 
 
 REGISTRY: tuple[EnvEntry, ...] = (
@@ -31,6 +33,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
         64,
         "write SVG code that reproduces a target image; multi-turn rendering feedback",
         ("code", "rendering-feedback", "multi-turn"),
+        vector_entry_point="visrl_envs.envs.svg.env:make_vector_env",
     ),
     EnvEntry(
         "visrl/Jigsaw-v0",
@@ -69,6 +72,7 @@ def register_all() -> None:
                 max_episode_steps=entry.max_episode_steps,
                 kwargs=dict(entry.kwargs),
                 disable_env_checker=False,
+                vector_entry_point=entry.vector_entry_point,
             )
 
 

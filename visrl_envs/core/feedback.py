@@ -234,26 +234,27 @@ class RenderFeedbackEnv(VisualEnv):
 
     @classmethod
     def run_backend_batch(cls, envs: Sequence[VisualEnv], pendings: Sequence[PendingStep]) -> list[Any]:
-        """Render every pending program of the batch in one call of the first env's renderer; an item
-        whose render crashed is retried alone, with blame (:func:`call_with_blame`)."""
+        """Render every pending program of the batch in one call of the first env's renderer (the
+        other envs start no renderer). An item whose render crashed the batch is retried alone on a
+        fresh renderer, with blame (:func:`call_with_blame`)."""
         results: list[Any] = [None] * len(envs)
         todo = [i for i, p in enumerate(pendings) if p.error is None and isinstance(p.request, str)]
         if not todo:
             return results
         lead = envs[todo[0]]
         assert isinstance(lead, RenderFeedbackEnv)
-        sizes = {envs[i].size for i in todo}  # type: ignore[attr-defined]
-        if len(sizes) > 1:  # sub-envs built with different sizes: no common batch
+        if any(getattr(envs[i], "size", None) != lead.size for i in todo):  # no common frame: one by one
             return [env.run_backend(p) for env, p in zip(envs, pendings, strict=True)]
         try:
-            images = lead.renderer.get().render_batch([pendings[i].request for i in todo], lead.size)
-        except BackendError as err:
-            lead.renderer.discard()
+            images: list[Any] = lead.renderer.get().render_batch([pendings[i].request for i in todo], lead.size)
+        except BackendCrash as err:
             images = [err] * len(todo)
+        except BackendError as err:
+            return [err if i in todo else None for i in range(len(envs))]
         for i, image in zip(todo, images, strict=True):
-            results[i] = image
             if isinstance(image, BackendCrash):
-                results[i] = envs[i].run_backend(pendings[i])
+                image = lead.run_backend(pendings[i])
+            results[i] = image
         return results
 
     def _apply(self, action: Any, backend_result: Any) -> Outcome:

@@ -15,6 +15,7 @@ from visrl_envs.core.errors import ActionError
 from visrl_envs.core.feedback import Renderer, RenderFeedbackEnv
 from visrl_envs.core.images import resize
 from visrl_envs.core.tools import AnswerFormat, ToolSet, answer_text
+from visrl_envs.core.vector import batched_vector_entry_point
 from visrl_envs.envs.svg.backend import SvgRasterizer
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
@@ -244,3 +245,8 @@ class SvgRenderEnv(RenderFeedbackEnv):
             for c in range(cells)
         )
         return svg_document(rects)
+
+
+#: The registry's ``vector_entry_point``: ``gym.make_vec("visrl/SvgRender-v0", num_envs=N)`` renders the
+#: programs of all N sub-envs in one sandbox call per step.
+make_vector_env = batched_vector_entry_point(SvgRenderEnv)
