@@ -29,9 +29,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 import visrl_envs  # noqa: F401
-from visrl_envs.envs.svg.raster import render_trusted
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import generate_svg
+from visrl_envs.envs.svg.raster import render_trusted
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 

@@ -113,8 +113,8 @@ def test_dilate3_matches_scipy() -> None:
 
 
 def test_fast_canny_agrees_with_skimage_on_renders() -> None:
-    from visrl_envs.envs.svg.raster import render_trusted
     from visrl_envs.envs.svg.generator import generate_svg
+    from visrl_envs.envs.svg.raster import render_trusted
 
     agreement = []
     for seed in range(24):
@@ -128,8 +128,8 @@ def test_fast_canny_agrees_with_skimage_on_renders() -> None:
 
 
 def test_ssim_kernel_matches_skimage_on_renders() -> None:
-    from visrl_envs.envs.svg.raster import render_trusted
     from visrl_envs.envs.svg.generator import generate_svg
+    from visrl_envs.envs.svg.raster import render_trusted
 
     for seed in range(6):
         a = render_trusted(generate_svg(np.random.default_rng(seed), seed % 4), 64)

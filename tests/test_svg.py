@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from visrl_envs.core.rewards import TargetSimilarity
-from visrl_envs.envs.svg.raster import render_trusted
 from visrl_envs.envs.svg.env import extract_svg
 from visrl_envs.envs.svg.generator import generate_svg, svg_document
+from visrl_envs.envs.svg.raster import render_trusted
 
 RED_SQUARE = svg_document('<rect x="64" y="64" width="128" height="128" fill="#e6194b"/>')
 

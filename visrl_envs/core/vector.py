@@ -42,11 +42,12 @@ class BatchedVectorEnv(SyncVectorEnv):
     ) -> None:
         super().__init__(env_fns, copy=copy, autoreset_mode=autoreset_mode)
         classes = {type(env) for env in self.envs}
-        if len(classes) != 1 or not issubclass(next(iter(classes)), VisualEnv):
+        env_class = next(iter(classes))
+        if len(classes) != 1 or not issubclass(env_class, VisualEnv):
             raise TypeError(f"a BatchedVectorEnv holds envs of one VisualEnv class, got {sorted(map(str, classes))}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError("max_episode_steps must be >= 1")
-        self.env_class: type[VisualEnv] = next(iter(classes))
+        self.env_class: type[VisualEnv] = env_class
         self.max_episode_steps = max_episode_steps
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
 
@@ -61,7 +62,9 @@ class BatchedVectorEnv(SyncVectorEnv):
         stepping = [i for i in range(self.num_envs) if not (next_step and self._autoreset_envs[i])]
         envs: list[VisualEnv] = [self.envs[i] for i in stepping]  # type: ignore[misc]
         pendings: dict[int, PendingStep] = {i: self.envs[i].prepare_step(action_list[i]) for i in stepping}  # type: ignore[attr-defined]
-        results = dict(zip(stepping, self.env_class.run_backend_batch(envs, [pendings[i] for i in stepping]), strict=True))
+        results = dict(
+            zip(stepping, self.env_class.run_backend_batch(envs, [pendings[i] for i in stepping]), strict=True)
+        )
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
             env: Any = self.envs[i]

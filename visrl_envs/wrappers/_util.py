@@ -44,7 +44,7 @@ def ordered_dict_space(items: Iterable[tuple[str, spaces.Space[Any]]]) -> spaces
 
 def box_like(space: spaces.Box, transform: Callable[[np.ndarray], np.ndarray]) -> spaces.Box:
     """The ``Box`` whose bounds are ``transform`` of ``space``'s bounds (same dtype)."""
-    return spaces.Box(low=transform(space.low), high=transform(space.high), dtype=space.dtype)  # type: ignore[arg-type]
+    return spaces.Box(low=transform(space.low), high=transform(space.high), dtype=space.dtype)
 
 
 def image_size(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -77,7 +77,7 @@ class SingleImage(TransformObservation[np.ndarray, Any, dict[str, Any]]):
         if len(boxes) > 1:
             low = np.concatenate([box.low for box in boxes], axis=-1)
             high = np.concatenate([box.high for box in boxes], axis=-1)
-            new_space = spaces.Box(low=low, high=high, dtype=boxes[0].dtype)  # type: ignore[arg-type]
+            new_space = spaces.Box(low=low, high=high, dtype=boxes[0].dtype)
         super().__init__(env, self._select, new_space)
 
     def _select(self, observation: dict[str, Any]) -> np.ndarray:
