@@ -169,6 +169,21 @@ def svg_rows(repeats: int) -> list[Row]:
             )
         )
         env.close()
+    for mode in ("sync", None):  # None: the registry's vector entry point (one render call per step)
+        envs = gym.make_vec("visrl/SvgRender-v0", num_envs=4, vectorization_mode=mode, size=128, max_turns=10**6)
+        envs.reset(seed=0)
+        programs = tuple(
+            code.replace("</svg>", '<rect x="3" y="3" width="9" height="9" fill="#123456"/></svg>')
+            for code in envs.get_attr("target_code")
+        )
+        name = "batched (vector entry point)" if mode is None else "gym sync"
+        rows.append(
+            Row(
+                f"SvgRender text, make_vec {name} x4, 128 px (env steps/s)",
+                4 * rate(cycling(envs.step, [programs]), 50, repeats),
+            )
+        )
+        envs.close()
     for size in (64, 256):
         env = gym.make("visrl/SvgRender-v0", size=size, difficulty=0)
         reset_rate = rate(cycling(seeded_reset(env), list(range(10**4))), 100, repeats)

@@ -93,6 +93,28 @@ def test_make_vec(env_id: str, mode: str, vectorization_mode: str | None) -> Non
     envs.close()
 
 
+def test_async_vector_env_equals_sync(env_id: str, mode: str) -> None:
+    """Shared memory must carry every observation exactly (Gymnasium reads Text from it only once)."""
+
+    def run(vectorization_mode: str) -> str:
+        envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=vectorization_mode, action_mode=mode)
+        envs.action_space.seed(0)
+        out: list[Any] = [envs.reset(seed=[1, 2])]
+        for step in range(5):
+            if step % 2:
+                actions: Any = tuple(envs.call("oracle_text" if mode == "text" else "oracle_numeric"))
+                actions = actions if mode == "text" else np.stack(actions)
+            elif mode == "text":
+                actions = ("not an action", envs.call("null_text")[1])
+            else:
+                actions = envs.action_space.sample()
+            out.append(envs.step(actions))
+        envs.close()
+        return _digest(out)
+
+    assert run("async") == run("sync")
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_same_seed_same_trajectory(env_id: str, mode: str, seed: int) -> None:
     assert trajectory_digest(env_id, mode, seed, 50) == trajectory_digest(env_id, mode, seed, 50)
@@ -176,6 +198,9 @@ def test_pickle_round_trip(env_id: str, mode: str) -> None:
     rng = np.random.default_rng(0)
     base = env.unwrapped
     sample = base.sample_text_action if mode == "text" else base.sample_numeric_action
+    fresh = pickle.loads(pickle.dumps(gym.make(env_id, action_mode=mode)))  # never reset before pickling
+    assert _digest([fresh.reset(seed=11)]) == _digest([gym.make(env_id, action_mode=mode).reset(seed=11)])
+    fresh.close()
     clone = pickle.loads(pickle.dumps(env))
     assert all(not h.active for h in clone.unwrapped.backends.values()), "backends never travel"
     for _ in range(3):
@@ -185,6 +210,7 @@ def test_pickle_round_trip(env_id: str, mode: str) -> None:
         assert _digest([a]) == _digest([b])
         if a[2] or a[3]:
             break
+    assert _digest([env.reset(seed=12)]) == _digest([clone.reset(seed=12)])
     env.close()
     clone.close()
 

@@ -224,13 +224,17 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         return self._backends
 
     # -- images of the text interface -----------------------------------------------------------
-    def show(self, image: np.ndarray, copy: bool = True) -> None:
-        """Queue an image for this turn's text observation (ignored in numeric mode). Pass
-        ``copy=False`` only for a fresh array nothing else will write to."""
-        if self.action_mode == "text":
-            if len(self._shown) >= self.max_images_per_turn:
-                raise RuntimeError(f"{type(self).__name__} shows more than {self.max_images_per_turn} images a turn")
-            self._shown.append(np.array(image, dtype=np.uint8, copy=True) if copy else image)
+    def show(self, image: np.ndarray | Callable[[], np.ndarray], copy: bool = True) -> None:
+        """Queue an image for this turn's text observation; ignored in numeric mode, so pass a
+        callable that makes the image when making it costs (it is then called in text mode only).
+        Pass ``copy=False`` only for a fresh array that nothing else will write to."""
+        if self.action_mode != "text":
+            return
+        if len(self._shown) >= self.max_images_per_turn:
+            raise RuntimeError(f"{type(self).__name__} shows more than {self.max_images_per_turn} images a turn")
+        if callable(image):
+            image = image()
+        self._shown.append(np.array(image, dtype=np.uint8, copy=True) if copy else image)
 
     @property
     def image_frame(self) -> tuple[int, int, int]:

@@ -17,6 +17,11 @@ from visrl_envs.core.errors import ActionError
 
 def discrete_action(space: spaces.Discrete, action: Any) -> int:
     """An integer in ``[start, start + n)``."""
+    if type(action) is int or isinstance(action, np.integer):  # the common case, on the hot path
+        k = int(action)
+        if space.start <= k < space.start + space.n:
+            return k
+        raise ActionError(f"numeric action must be in [{int(space.start)}, {int(space.start + space.n)}), got {k}")
     if isinstance(action, bool | np.bool_):
         raise ActionError(f"numeric action must be an integer, got {action!r}")
     try:

@@ -10,6 +10,11 @@ count. Gymnasium refuses to put a ``Sequence`` in ``AsyncVectorEnv``'s shared me
 dynamic); with the cap it has a fixed-size buffer, so we register the three shared-memory functions
 for it (the extension point Gymnasium's error message names) and ``gym.make_vec(...,
 vectorization_mode="async")`` works with its defaults.
+
+``AsyncVectorEnv`` reads its shared memory once, when it is built, and keeps what that read returned:
+views for arrays, but plain strings for ``Text`` (so every later text observation came back as the
+zero-filled buffer decoded: 8192 newlines). The text space of the text interface
+(:class:`~visrl_envs.core.text.CharsetText`) gets a reader that returns a lazy view instead.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import shared_memory as _shm
 
-from visrl_envs.core.text import MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, text_space
+from visrl_envs.core.text import MAX_ACTION_TEXT, MAX_OBSERVATION_TEXT, CharsetText, text_space
 
 #: Most images one text observation may carry.
 MAX_IMAGES_PER_TURN = 4
@@ -130,3 +135,32 @@ def _write_image_sequence_memory(
     for k, image in enumerate(value):
         images[index, k] = image
     counts[index] = len(value)
+
+
+class SharedTextBatch(AbcSequence):
+    """The batch view of ``n`` envs' texts in shared memory, decoded when read."""
+
+    def __init__(self, codes: np.ndarray, characters: np.ndarray) -> None:
+        self._codes = codes
+        self._characters = characters
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        row = self._codes[index]
+        return "".join(self._characters[row[row < len(self._characters)]].tolist())
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[i] for i in range(len(self)))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+
+@_shm.read_from_shared_memory.register(CharsetText)
+def _read_text_memory(space: CharsetText, memory: Any, n: int = 1) -> SharedTextBatch:
+    codes = np.frombuffer(memory.get_obj(), dtype=np.int32).reshape(n, space.max_length)
+    return SharedTextBatch(codes, np.array(space.character_list, dtype=object))

@@ -24,9 +24,14 @@ MAX_ACTION_TEXT = 65536
 MAX_ACTION_CHARS = 1 << 20
 
 
-def text_space(max_length: int) -> spaces.Text:
+class CharsetText(spaces.Text):
+    """A ``Text`` space over :data:`CHARSET`; :mod:`visrl_envs.core.spaces` gives it a shared-memory
+    reader that ``AsyncVectorEnv`` can use (Gymnasium's reads ``Text`` once, at construction)."""
+
+
+def text_space(max_length: int) -> CharsetText:
     """A ``Text`` space over :data:`CHARSET` (empty strings allowed)."""
-    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+    return CharsetText(max_length=max_length, min_length=0, charset=CHARSET)
 
 
 def to_charset(text: str, max_length: int = MAX_OBSERVATION_TEXT) -> str:

@@ -41,6 +41,9 @@ class _Required:
     def __repr__(self) -> str:
         return "REQUIRED"
 
+    def __reduce__(self) -> str:
+        return "REQUIRED"  # unpickles as this module's REQUIRED: identity checks survive pickling
+
 
 #: The default of an argument that must be given.
 REQUIRED: Any = _Required()

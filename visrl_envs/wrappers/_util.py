@@ -30,10 +30,11 @@ def image_keys(space: spaces.Dict, test: Callable[[spaces.Space[Any]], bool] = i
 
 def require_numeric(env: gym.Env[Any, Any], wrapper: str, hint: str = "") -> None:
     """Refuse the text interface (``{"images": ImageSequence, "text": Text}``) with a clear error."""
-    if image_sequence(env.observation_space) is not None:
+    sequence = image_sequence(env.observation_space)
+    if sequence is not None:
         raise ValueError(
-            f"{wrapper} works on the numeric interface, but this env uses the text interface "
-            f"(observation space {env.observation_space!r:.120}); make it with action_mode='numeric'{hint}"
+            f"{wrapper} works on the numeric interface, but this env uses the text interface (observation "
+            f"{{'images': {sequence!r}, 'text': Text}}); make it with action_mode='numeric'{hint}"
         )
 
 

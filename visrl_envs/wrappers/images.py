@@ -50,6 +50,8 @@ class SingleImage(TransformObservation[np.ndarray, Any, dict[str, Any]]):
         if not isinstance(space, spaces.Dict):
             raise ValueError(f"SingleImage expects a Dict observation space, got {space!r}")
         images = image_keys(space)
+        if not images:
+            raise ValueError(f"SingleImage found no image (3-D Box) in the observation space {space!r}")
         if key is not None and keys is not None:
             raise ValueError("SingleImage takes key= (one image) or keys= (images to stack), not both")
         if keys is not None:

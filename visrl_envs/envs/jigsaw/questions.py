@@ -33,7 +33,7 @@ class JigsawQuestionEnv(JigsawEnv):
         self._accuracy = 0.0
         self._exact = False
         self._new_question(rng)
-        self.show(self._board_image(), copy=False)
+        self.show(self._board_image, copy=False)
 
     def _new_question(self, rng: np.random.Generator) -> None:
         """Draw the question-specific parts (after the board)."""

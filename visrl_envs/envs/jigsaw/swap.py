@@ -125,7 +125,7 @@ class JigsawSwapEnv(JigsawEnv):
         self.board = self._draw_board(rng)
         self._shuffle(self.board, rng)
         self._selected = None
-        self.show(self._board_image(), copy=False)
+        self.show(self._board_image, copy=False)
 
     def _task_text(self) -> str:
         only = " Only tiles that share an edge can be swapped." if self.swaps == "adjacent" else ""
@@ -147,13 +147,12 @@ class JigsawSwapEnv(JigsawEnv):
         if self.swaps == "adjacent" and (min(a, b), max(a, b)) not in self.board.adjacent_pairs():
             raise ActionError(f"positions {a + 1} and {b + 1} do not share an edge")
         delta = self.board.swap(a, b)
-        self.show(self._board_image(), copy=False)
+        self.show(self._board_image, copy=False)
         terms = {"progress": delta / self.board.n, "step": -self.step_cost}
         if self.board.solved:
             terms["solve"] = self.solve_bonus
-        return Outcome(
-            terms, terminated=self.board.solved, feedback=f"Swapped the tiles at positions {a + 1} and {b + 1}."
-        )
+        feedback = f"Swapped the tiles at positions {a + 1} and {b + 1}." if self.action_mode == "text" else ""
+        return Outcome(terms, terminated=self.board.solved, feedback=feedback)
 
     def _score(self) -> float:
         assert self.board is not None
