@@ -170,7 +170,7 @@ def svg_rows(repeats: int) -> list[Row]:
         )
         env.close()
     for mode in ("sync", None):  # None: the registry's vector entry point (one render call per step)
-        envs = gym.make_vec("visrl/SvgRender-v0", num_envs=4, vectorization_mode=mode, size=128, max_turns=10**6)
+        envs: Any = gym.make_vec("visrl/SvgRender-v0", num_envs=4, vectorization_mode=mode, size=128, max_turns=10**6)
         envs.reset(seed=0)
         programs = tuple(
             code.replace("</svg>", '<rect x="3" y="3" width="9" height="9" fill="#123456"/></svg>')
