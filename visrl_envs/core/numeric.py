@@ -46,14 +46,14 @@ def multi_discrete_action(space: spaces.MultiDiscrete, action: Any) -> tuple[int
         values = np.asarray(action)
     except (TypeError, ValueError):
         raise ActionError(f"numeric action must be {space.nvec.size} integers, got {_short(action)}") from None
-    nvec = space.nvec.reshape(-1)
-    if values.size != nvec.size or values.dtype.kind not in "iu":
-        raise ActionError(f"numeric action must be {nvec.size} integers, got {_short(action)}")
-    flat = values.reshape(-1).astype(np.int64)
-    start = np.asarray(space.start).reshape(-1)
-    if np.any(flat < start) or np.any(flat >= start + nvec):
-        raise ActionError(f"numeric action out of range: {flat.tolist()} vs sizes {nvec.tolist()}")
-    return tuple(int(v) for v in flat)
+    if values.size != space.nvec.size or values.dtype.kind not in "iu":
+        raise ActionError(f"numeric action must be {space.nvec.size} integers, got {_short(action)}")
+    flat = values.reshape(-1).tolist()  # Python ints: cheaper to compare than numpy reductions at this size
+    sizes = space.nvec.reshape(-1).tolist()
+    starts = np.broadcast_to(space.start, space.nvec.shape).reshape(-1).tolist()
+    if not all(s <= v < s + n for v, s, n in zip(flat, starts, sizes, strict=True)):
+        raise ActionError(f"numeric action out of range: {flat} vs sizes {sizes}")
+    return tuple(flat)
 
 
 def box_action(space: spaces.Box, action: Any) -> np.ndarray:

@@ -144,9 +144,13 @@ class SandboxWorker:
             "preload": self.preload,
             "shared_fd": shared_fd,
         }
-        cmd = [sys.executable, "-m", "visrl_envs.core._sandbox_child", str(child_read), str(child_write)]
+        # -P (3.11+): the worker's sys.path does not start with its cwd; it is the parent's sys.path, made
+        # absolute, so the worker imports exactly the modules its parent does (not a checkout in the cwd).
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        cmd = [sys.executable, *safe_path, "-m", "visrl_envs.core._sandbox_child", str(child_read), str(child_write)]
         pass_fds = (child_read, child_write) + ((shared_fd,) if shared_fd >= 0 else ())
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(sys.path)}
+        python_path = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
         for key in ("LANG", "LC_ALL", "FONTCONFIG_PATH", "FONTCONFIG_FILE", "HOME"):
             if key in os.environ:
                 env[key] = os.environ[key]
