@@ -34,6 +34,10 @@ PY = sys.executable
 MB = 1 << 20
 
 
+#: A hang (a limit that did not fire, a blocking open) fails fast instead of waiting for the global timeout.
+pytestmark = pytest.mark.timeout(60)
+
+
 def py(code: str, *args: str) -> list[str]:
     return [PY, "-c", textwrap.dedent(code), *args]
 
@@ -157,10 +161,8 @@ def test_wall_timeout_kills_program(tmp_path: Path) -> None:
     code = (
         "import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); print('started', flush=True)\nwhile True: pass"
     )
-    start = time.monotonic()
     with pytest.raises(ProcessTimeout, match=r"exceeded the wall timeout of 1 s") as info:
         run_limited(py(code, str(pidfile)), limits=ProcessLimits(timeout_s=1))
-    assert time.monotonic() - start < 10
     assert PY in str(info.value)
     (pid,) = read_pids(pidfile, 1)
     assert gone(pid)
@@ -213,10 +215,9 @@ def test_forked_child_killed_after_parent_exits(backend: str) -> None:
             print(os.getpid(), flush=True)
             time.sleep(60)
     """
-    start = time.monotonic()
+    # a stall on the sleeping child's open stdout would end in ProcessTimeout, not a result
     res = run_limited(py(code), limits=ProcessLimits(timeout_s=20))
-    assert time.monotonic() - start < 10  # the sleeping child holding stdout did not stall the call
-    assert res.returncode == 0
+    assert res.returncode == 0 and not res.timed_out
     assert gone(int(res.stdout))
 
 
@@ -276,9 +277,9 @@ def test_symlink_and_special_outputs_are_refused(tmp_path: Path) -> None:
         os.mkdir("dir")
         open("ok.txt", "w").write("fine")
     """
-    start = time.monotonic()
-    res = run_limited(py(code, str(secret)), outputs=["out.pdf", "fifo", "dir", "ok.txt"])
-    assert time.monotonic() - start < 10  # opening the FIFO did not block
+    res = run_limited(
+        py(code, str(secret)), outputs=["out.pdf", "fifo", "dir", "ok.txt"]
+    )  # a blocking FIFO open hangs: the timeout mark fails it
     assert res.returncode == 0
     assert res.files == {"ok.txt": b"fine"}
     assert secret.read_bytes() == b"top secret"
@@ -334,20 +335,16 @@ def test_program_found_on_scrubbed_path() -> None:
 
 # 10. CPU limit
 def test_cpu_limit_sigxcpu(backend: str) -> None:
-    start = time.monotonic()
-    with pytest.raises(ProcessLimitExceeded, match="SIGXCPU") as info:
+    with pytest.raises(ProcessLimitExceeded, match="SIGXCPU") as info:  # not ProcessTimeout: the CPU limit fired
         run_limited(py("while True: pass"), limits=ProcessLimits(cpu_seconds=1, timeout_s=20))
-    assert time.monotonic() - start < 10
     assert info.value.result is not None and info.value.result.returncode == -signal.SIGXCPU
 
 
 def test_cpu_limit_when_sigxcpu_is_ignored() -> None:
     # Past the soft limit the program ignores SIGXCPU; the kernel SIGKILLs it at the hard limit (+1 s).
     code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass"
-    start = time.monotonic()
     with pytest.raises(ProcessLimitExceeded, match="SIGKILL"):
         run_limited(py(code), limits=ProcessLimits(cpu_seconds=1, timeout_s=20))
-    assert time.monotonic() - start < 10
 
 
 def test_invalid_limits() -> None:

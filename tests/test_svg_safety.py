@@ -95,6 +95,9 @@ def hostile_inputs(port: int, canary: Path) -> dict[str, str]:
         "empty": "<answer></answer>",
         "garbage": "<answer><svg>\x00\x01 not xml</answer>",
         "oversized": _svg("<rect/>" * 60000),
+        "huge_radius": _svg('<circle cx="10" cy="10" r="1e38"/>'),  # SIGSEGV in cairo, every time
+        "huge_path": _svg('<path d="M0 0 L1e30 5 Z"/>'),
+        "huge_transform": _svg('<g transform="scale(1e20)"><rect width="9" height="9"/></g>'),
     }
 
 
@@ -102,11 +105,9 @@ def test_every_hostile_input_is_refused(env: gym.Env, canary_server: tuple[int, 
     port, hits = canary_server
     for name, text in hostile_inputs(port, canary_png).items():
         env.reset(seed=0)
-        start = time.monotonic()
         obs, reward, terminated, truncated, info = env.step(text)
-        elapsed = time.monotonic() - start
-        assert info["action_error"] or info["env_error"], name
-        assert elapsed < 10.0, (name, elapsed)
+        assert info["action_error"] and info["env_error"] is None, name
+        assert "fail twice" not in info["action_error"], (name, "refused up front, not by crashing the renderer")
         assert not any(np.all(image == CANARY_RGB, axis=2).any() for image in obs["images"]), name
         # the env is still usable: the oracle's SVG renders and wins
         obs, _reward, _terminated, _truncated, info = env.step(env.unwrapped.oracle_text())
@@ -128,6 +129,7 @@ def test_error_messages_explain(env: gym.Env, canary_server: tuple[int, list[str
         "use_chain": "<use> references chain too deeply",
         "huge_size": "width/height",
         "empty": "no <svg>",
+        "huge_radius": "out of range",
     }
     for name, fragment in expected.items():
         env.reset(seed=0)

@@ -120,8 +120,7 @@ class JigsawFullEnv(JigsawQuestionEnv):
         assert b is not None
         return (
             f"{self._grid_description()}\nFor each tile, determine its position in the original image. If the tile "
-            f"currently at position X belongs at position Y, place Y at position X. Answer with the position "
-            f"indices arranged in a {b.rows}x{b.cols} grid."
+            "currently at position X belongs at position Y, place Y at position X."
         )
 
     def _parse_text(self, text: Any) -> list[int]:
