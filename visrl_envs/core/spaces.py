@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Iterator
 from collections.abc import Sequence as AbcSequence
+from copy import deepcopy
 from types import ModuleType
 from typing import Any
 
@@ -80,30 +81,44 @@ def text_action_space() -> spaces.Text:
 
 
 # -- AsyncVectorEnv shared memory -----------------------------------------------------------------
-class SharedImageBatch(AbcSequence):
-    """The batch view of ``n`` envs' image tuples in shared memory (read lazily: the counts change).
+class SharedBatch(AbcSequence):
+    """A view of ``n`` envs' values in shared memory, read when indexed (the memory changes every
+    step). ``AsyncVectorEnv`` deep-copies observations by default (``copy=True``): the copy is a plain
+    tuple, as a synchronous vector env returns."""
 
-    ``AsyncVectorEnv`` deep-copies observations by default (``copy=True``); the copy is a plain
-    tuple of tuples of arrays, as a synchronous vector env returns.
-    """
+    def __init__(self, n: int) -> None:
+        self._n = n
 
-    def __init__(self, data: np.ndarray, counts: np.ndarray) -> None:
-        self._data = data
-        self._counts = counts
+    def _read(self, index: int) -> Any:
+        raise TypeError("a SharedBatch subclass defines _read")
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return self._n
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return tuple(self[i] for i in range(*index.indices(len(self))))
+            return tuple(self._read(i) for i in range(*index.indices(self._n)))
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._read(index % self._n)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._read(i) for i in range(self._n))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[Any, ...]:
+        return deepcopy(tuple(self), memo)
+
+
+class SharedImageBatch(SharedBatch):
+    """Each env's tuple of images."""
+
+    def __init__(self, data: np.ndarray, counts: np.ndarray) -> None:
+        super().__init__(len(counts))
+        self._data = data
+        self._counts = counts
+
+    def _read(self, index: int) -> tuple[np.ndarray, ...]:
         return tuple(self._data[index, k] for k in range(int(self._counts[index])))
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
-        return (self[i] for i in range(len(self)))
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[tuple[np.ndarray, ...], ...]:
-        return tuple(tuple(im.copy() for im in images) for images in self)
 
 
 def _views(space: ImageSequence, memory: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,27 +152,17 @@ def _write_image_sequence_memory(
     counts[index] = len(value)
 
 
-class SharedTextBatch(AbcSequence):
-    """The batch view of ``n`` envs' texts in shared memory, decoded when read."""
+class SharedTextBatch(SharedBatch):
+    """Each env's text, decoded from the shared character codes."""
 
     def __init__(self, codes: np.ndarray, characters: np.ndarray) -> None:
+        super().__init__(len(codes))
         self._codes = codes
         self._characters = characters
 
-    def __len__(self) -> int:
-        return len(self._codes)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return tuple(self[i] for i in range(*index.indices(len(self))))
+    def _read(self, index: int) -> str:
         row = self._codes[index]
         return "".join(self._characters[row[row < len(self._characters)]].tolist())
-
-    def __iter__(self) -> Iterator[str]:
-        return (self[i] for i in range(len(self)))
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
-        return tuple(self)
 
 
 @_shm.read_from_shared_memory.register(CharsetText)
