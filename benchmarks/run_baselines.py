@@ -31,10 +31,10 @@ from benchmarks.stats import bootstrap_ci, iqm
 
 OUT = Path(__file__).parent
 ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("visrl/SvgRender-v0", {}),
-    ("visrl/Jigsaw-v0", {}),
-    ("visrl/JigsawFull-v0", {}),
-    ("visrl/JigsawPair-v0", {}),
+    ("visrl/SvgRender-v1", {}),
+    ("visrl/Jigsaw-v1", {}),
+    ("visrl/JigsawFull-v1", {}),
+    ("visrl/JigsawPair-v1", {}),
 )
 AGENTS: dict[str, Callable[[], Agent]] = {"null": NullAgent, "random": RandomAgent, "oracle": OracleAgent}
 #: Agents that act on one interface only.

@@ -56,13 +56,13 @@ def test_play_jigsaw_with_the_mouse() -> None:
 
     pygame.display.init()
     # a 2x2 board at 336 px: click position 1 (top-left) then position 4 (bottom-right), then quit
-    env = __import__("gymnasium").make("visrl/Jigsaw-v0", difficulty=1)
+    env = __import__("gymnasium").make("visrl/Jigsaw-v1", difficulty=1)
     env.reset(seed=0)
     events = [(10, 10), (300, 300)]
     for pos in events:
         pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=pos, button=1))
     pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_d))
-    rewards = play("visrl/Jigsaw-v0", difficulty=1, seed=0, idle_timeout_ms=200)
+    rewards = play("visrl/Jigsaw-v1", difficulty=1, seed=0, idle_timeout_ms=200)
     assert len(rewards) == 2  # the swap, then "done"
     assert rewards[1] == 0.0
 
@@ -71,5 +71,5 @@ def test_play_with_typed_actions() -> None:
     from visrl_envs.play import play
 
     answers = iter(["<answer>nope</answer>", "<answer>A</answer>"])
-    rewards = play("visrl/JigsawPair-v0", seed=0, input_fn=lambda prompt: next(answers))
+    rewards = play("visrl/JigsawPair-v1", seed=0, input_fn=lambda prompt: next(answers))
     assert rewards[0] == -0.1 and rewards[1] in (0.5, 1.5)

@@ -63,7 +63,7 @@ def test_relative_direction() -> None:
 
 @pytest.mark.parametrize("difficulty", [0, 1, 2, 3])
 def test_oracle_solves_in_minimum_swaps(difficulty: int) -> None:
-    env = gym.make("visrl/Jigsaw-v0", difficulty=difficulty)
+    env = gym.make("visrl/Jigsaw-v1", difficulty=difficulty)
     for seed in range(5):
         env.reset(seed=seed)
         board = env.unwrapped.board
@@ -83,7 +83,7 @@ def test_oracle_solves_in_minimum_swaps(difficulty: int) -> None:
 
 
 def test_reward_terms_of_a_swap() -> None:
-    env = gym.make("visrl/Jigsaw-v0", difficulty=1, action_mode="numeric")
+    env = gym.make("visrl/Jigsaw-v1", difficulty=0, action_mode="numeric")  # 2x2
     env.reset(seed=3)
     board = env.unwrapped.board
     pairs = env.unwrapped.pairs
@@ -97,14 +97,14 @@ def test_reward_terms_of_a_swap() -> None:
 
 
 def test_done_answer_ends_episode() -> None:
-    env = gym.make("visrl/Jigsaw-v0", difficulty=2)
+    env = gym.make("visrl/Jigsaw-v1", difficulty=2)
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step("<answer>done</answer>")
     assert terminated and not info["success"] and reward == 0.0
 
 
 def test_adjacent_swaps_variant() -> None:
-    env = gym.make("visrl/Jigsaw-v0", difficulty=2, swaps="adjacent")
+    env = gym.make("visrl/Jigsaw-v1", difficulty=1, swaps="adjacent")  # 3x3
     assert env.unwrapped.numeric_action_space.n == 12
     env.reset(seed=0)
     info = env.step('<tool_call>{"name": "swap", "arguments": {"a": 1, "b": 9}}</tool_call>')[-1]
@@ -114,7 +114,7 @@ def test_adjacent_swaps_variant() -> None:
 
 
 def test_random_agent_is_near_chance() -> None:
-    env = gym.make("visrl/Jigsaw-v0", difficulty=2, action_mode="numeric")
+    env = gym.make("visrl/Jigsaw-v1", difficulty=2, action_mode="numeric")
     rng = np.random.default_rng(0)
     scores = []
     for seed in range(60):
@@ -129,7 +129,7 @@ def test_random_agent_is_near_chance() -> None:
 
 @pytest.mark.parametrize("difficulty", [0, 1, 2, 3])
 def test_question_oracles(difficulty: int) -> None:
-    for env_id in ("visrl/JigsawFull-v0", "visrl/JigsawPair-v0"):
+    for env_id in ("visrl/JigsawFull-v1", "visrl/JigsawPair-v1"):
         env = gym.make(env_id, difficulty=difficulty)
         for seed in range(4):
             env.reset(seed=seed)
@@ -139,7 +139,7 @@ def test_question_oracles(difficulty: int) -> None:
 
 
 def test_full_answer_formats_and_scoring() -> None:
-    env = gym.make("visrl/JigsawFull-v0", grid=(1, 3))
+    env = gym.make("visrl/JigsawFull-v1", grid=(1, 3))
     env.reset(seed=0)
     truth = [int(v) + 1 for v in env.unwrapped.board.perm]
     assert env.step("<answer>`" + ", ".join(map(str, truth)) + "`</answer>")[-1]["success"]
@@ -150,14 +150,14 @@ def test_full_answer_formats_and_scoring() -> None:
     env.reset(seed=0)
     info = env.step("<answer>1 2</answer>")[-1]
     assert "exactly 3 integers" in info["action_error"]
-    exact = gym.make("visrl/JigsawFull-v0", grid=(1, 3), scoring="exact")
+    exact = gym.make("visrl/JigsawFull-v1", grid=(1, 3), scoring="exact")
     exact.reset(seed=0)
     assert exact.step(f"<answer>{' '.join(map(str, wrong))}</answer>")[1] == pytest.approx(0.5)
 
 
 def test_pair_text_and_numeric_agree() -> None:
-    text = gym.make("visrl/JigsawPair-v0", difficulty=2)
-    numeric = gym.make("visrl/JigsawPair-v0", difficulty=2, action_mode="numeric")
+    text = gym.make("visrl/JigsawPair-v1", difficulty=2)
+    numeric = gym.make("visrl/JigsawPair-v1", difficulty=2, action_mode="numeric")
     for seed in range(5):
         text.reset(seed=seed)
         numeric.reset(seed=seed)
@@ -172,16 +172,16 @@ def test_pair_text_and_numeric_agree() -> None:
 
 
 def test_pair_choices_are_one_dimensional_on_a_row() -> None:
-    env = gym.make("visrl/JigsawPair-v0", grid=(1, 4))
+    env = gym.make("visrl/JigsawPair-v1", grid=(1, 4))
     obs, _ = env.reset(seed=0)
     assert "(A)" in obs["text"] and "(B)" in obs["text"] and "(C)" not in obs["text"]
     assert "left" in obs["text"]
 
 
 def test_overlays_and_masking() -> None:
-    plain = gym.make("visrl/Jigsaw-v0", difficulty=1)
-    marked = gym.make("visrl/Jigsaw-v0", difficulty=1, labels=True, grid_lines=True)
-    masked = gym.make("visrl/Jigsaw-v0", difficulty=1, mask_ratio=0.2)
+    plain = gym.make("visrl/Jigsaw-v1", difficulty=0)  # 2x2
+    marked = gym.make("visrl/Jigsaw-v1", difficulty=0, labels=True, grid_lines=True)
+    masked = gym.make("visrl/Jigsaw-v1", difficulty=0, mask_ratio=0.2)
     a, b, c = (e.reset(seed=0)[0]["images"][0] for e in (plain, marked, masked))
     assert (a != b).any() and (b[:, 167:169] == 255).all()
     assert (c[:2] == 0).all() and not (a[:2] == 0).all()
@@ -189,34 +189,37 @@ def test_overlays_and_masking() -> None:
 
 def test_user_images(tmp_path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    env = gym.make("visrl/Jigsaw-v0", images=tmp_path, size=84)
+    env = gym.make("visrl/Jigsaw-v1", images=tmp_path, size=84)
     obs, _ = env.reset(seed=0)
     assert obs["images"][0].shape == (84, 84, 3)
     with pytest.raises(FileNotFoundError):
-        gym.make("visrl/Jigsaw-v0", images=tmp_path / "missing").reset(seed=0)
+        gym.make("visrl/Jigsaw-v1", images=tmp_path / "missing").reset(seed=0)
 
 
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError):
-        gym.make("visrl/Jigsaw-v0", size=100, difficulty=2)
+        gym.make("visrl/Jigsaw-v1", size=100, difficulty=1)  # 3x3 does not divide 100
     with pytest.raises(ValueError):
-        gym.make("visrl/Jigsaw-v0", swaps="diagonal")
+        gym.make("visrl/Jigsaw-v1", swaps="diagonal")
     with pytest.raises(ValueError):
-        gym.make("visrl/Jigsaw-v0", difficulty=7)
+        gym.make("visrl/Jigsaw-v1", difficulty=7)
 
 
 def test_ladder_levels() -> None:
-    from visrl_envs.envs.jigsaw import DIFFICULTY_LEVELS, LADDER
+    from visrl_envs.envs.jigsaw import DIFFICULTY_LEVELS, LADDER, JigsawSwapEnv
 
-    grids = [gym.make("visrl/Jigsaw-v0", level=level).unwrapped.grid for level in range(len(LADDER))]
+    grids = [gym.make("visrl/Jigsaw-v1", level=level).unwrapped.grid for level in range(len(LADDER))]
     assert grids == [(2, 1), (3, 1), (2, 2), (3, 3), (4, 4), (4, 4), (4, 4)]
-    assert gym.make("visrl/Jigsaw-v0", level=5).unwrapped.mask_ratio == 0.1
-    assert gym.make("visrl/Jigsaw-v0", level=6).unwrapped.low_texture_share == 0.3
-    for difficulty, level in DIFFICULTY_LEVELS.items():
-        assert gym.make("visrl/Jigsaw-v0", difficulty=difficulty).unwrapped.level == level
-    pair = gym.make("visrl/JigsawPair-v0", level=1)
+    assert gym.make("visrl/Jigsaw-v1", level=5).unwrapped.mask_ratio == 0.1
+    assert gym.make("visrl/Jigsaw-v1", level=6).unwrapped.low_texture_share == 0.3
+    for difficulty, level in JigsawSwapEnv.difficulty_levels.items():  # the puzzle starts at 2x2
+        assert gym.make("visrl/Jigsaw-v1", difficulty=difficulty).unwrapped.level == level
+    assert [JigsawSwapEnv.difficulty_levels[d] for d in range(4)] == [2, 3, 4, 6]
+    for difficulty, level in DIFFICULTY_LEVELS.items():  # the questions keep Jigsaw-R1's 2x1 start
+        assert gym.make("visrl/JigsawPair-v1", difficulty=difficulty).unwrapped.level == level
+    pair = gym.make("visrl/JigsawPair-v1", level=1)
     assert pair.unwrapped.n_choices == 2
     orientations = {pair.reset(seed=s)[0]["text"].count("left") > 0 for s in range(12)}
     assert orientations == {True, False}  # 3x1 and 1x3 both occur
     with pytest.raises(ValueError):
-        gym.make("visrl/Jigsaw-v0", level=7)
+        gym.make("visrl/Jigsaw-v1", level=7)

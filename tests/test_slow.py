@@ -46,20 +46,20 @@ def test_malformed_actions_at_every_difficulty(env_id: str, difficulty: int) -> 
 def test_full_baseline_cells_match_the_stated_chance_levels(tmp_path) -> None:
     from benchmarks.run_baselines import main
 
-    cells = main(["--episodes", "40", "--envs", "visrl/JigsawFull-v0", "visrl/Jigsaw-v0", "--out", str(tmp_path)])
+    cells = main(["--episodes", "40", "--envs", "visrl/JigsawFull-v1", "visrl/Jigsaw-v1", "--out", str(tmp_path)])
     for cell in cells:
         if cell.agent == "oracle":
             assert cell.success_rate == 1.0, cell
     tiles = {0: 2, 1: 4, 2: 9, 3: 16}
     for cell in cells:
-        if cell.agent == "random" and cell.env_id == "visrl/JigsawFull-v0":
+        if cell.agent == "random" and cell.env_id == "visrl/JigsawFull-v1":
             n = tiles[cell.difficulty]
             assert cell.score_low <= 1 / n + 0.05 and cell.score_high >= 1 / n - 0.05, cell
 
 
 def test_svg_oracle_many_seeds_every_difficulty() -> None:
     for difficulty in range(4):
-        env = gym.make("visrl/SvgRender-v0", difficulty=difficulty)
+        env = gym.make("visrl/SvgRender-v1", difficulty=difficulty)
         for seed in range(25):
             env.reset(seed=seed)
             info = env.step(env.unwrapped.oracle_text())[-1]
@@ -69,7 +69,7 @@ def test_svg_oracle_many_seeds_every_difficulty() -> None:
 
 def test_async_vector_env_with_spawn_context() -> None:
     envs = gym.make_vec(
-        "visrl/SvgRender-v0", num_envs=2, vectorization_mode="async", vector_kwargs={"context": "spawn"}
+        "visrl/SvgRender-v1", num_envs=2, vectorization_mode="async", vector_kwargs={"context": "spawn"}
     )
     obs, _ = envs.reset(seed=0)
     texts = tuple(envs.unwrapped.call("oracle_text"))

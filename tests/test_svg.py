@@ -19,7 +19,7 @@ RED_SQUARE = svg_document('<rect x="64" y="64" width="128" height="128" fill="#e
 
 @pytest.mark.parametrize("difficulty", [0, 1, 2, 3])
 def test_oracle_reaches_success_at_every_difficulty(difficulty: int) -> None:
-    env = gym.make("visrl/SvgRender-v0", difficulty=difficulty, size=128)
+    env = gym.make("visrl/SvgRender-v1", difficulty=difficulty, size=128)
     for seed in range(3):
         env.reset(seed=seed)
         _, reward, terminated, _, info = env.step(env.unwrapped.oracle_text())
@@ -38,7 +38,7 @@ def test_generator_is_deterministic_and_grows_with_difficulty() -> None:
 
 
 def test_episode_return_is_final_quality() -> None:
-    env = gym.make("visrl/SvgRender-v0", size=64, max_turns=4)
+    env = gym.make("visrl/SvgRender-v1", size=64, max_turns=4)
     env.reset(seed=0)
     total = 0.0
     for text in (RED_SQUARE, "<answer>junk</answer>", svg_document('<circle cx="10" cy="10" r="5"/>')):
@@ -52,14 +52,15 @@ def test_episode_return_is_final_quality() -> None:
 
 
 def test_invalid_svg_keeps_the_picture() -> None:
-    env = gym.make("visrl/SvgRender-v0", size=64)
+    env = gym.make("visrl/SvgRender-v1", size=64)
     env.reset(seed=0)
-    (first,) = env.step(RED_SQUARE)[0]["images"]
+    obs, _, _, _, before = env.step(RED_SQUARE)
+    (first,) = obs["images"]
     obs, reward, _, _, info = env.step("<answer><svg><rect></svg></answer>")
     assert reward == -0.1 and "not well-formed" in info["action_error"]
     assert obs["images"] == ()  # nothing new to see
     assert np.array_equal(env.unwrapped.render_image, first)
-    assert info["score"] == env.unwrapped.metrics["similarity"] > 0
+    assert info["metrics"] == before["metrics"] and info["metrics"]["similarity"] > 0
 
 
 def test_reward_fn_add_and_replace() -> None:
@@ -69,12 +70,12 @@ def test_reward_fn_add_and_replace() -> None:
         calls.append(render.shape[:2])
         return float((render.mean(axis=2) < 128).mean())
 
-    add = gym.make("visrl/SvgRender-v0", size=64, reward_fn=dark_fraction, reward_fn_weight=2.0)
+    add = gym.make("visrl/SvgRender-v1", size=64, reward_fn=dark_fraction, reward_fn_weight=2.0)
     add.reset(seed=0)
     info = add.step(svg_document('<rect width="256" height="128" fill="black"/>'))[-1]
     assert info["reward_terms"]["custom"] == pytest.approx(2.0 * 0.5)
     replace = gym.make(
-        "visrl/SvgRender-v0", size=64, reward_fn=dark_fraction, reward_fn_mode="replace", length_weight=0.0
+        "visrl/SvgRender-v1", size=64, reward_fn=dark_fraction, reward_fn_mode="replace", length_weight=0.0
     )
     replace.reset(seed=0)
     _, reward, _, _, info = replace.step(svg_document('<rect width="256" height="64" fill="black"/>'))
@@ -83,7 +84,7 @@ def test_reward_fn_add_and_replace() -> None:
 
 
 def test_numeric_canvas_matches_cairosvg_and_rewards_gain() -> None:
-    env = gym.make("visrl/SvgRender-v0", action_mode="numeric")
+    env = gym.make("visrl/SvgRender-v1", action_mode="numeric")
     obs, _ = env.reset(seed=0)
     assert (obs["canvas"] == 255).all()
     total = 0.0
@@ -100,10 +101,10 @@ def test_difficulty_zero_is_reproducible_with_primitives() -> None:
     # a difficulty-0 target is made of grid shapes from the palette: redraw them on the numeric canvas
     import re
 
-    env = gym.make("visrl/SvgRender-v0", action_mode="numeric")
+    env = gym.make("visrl/SvgRender-v1", action_mode="numeric")
     env.reset(seed=4)
     code = env.unwrapped.target_code
-    palette = __import__("visrl_envs.envs.svg.generator", fromlist=["PALETTE"]).PALETTE
+    palette = env.unwrapped.palette  # the task's palette holds the target's colours
     info = None
     for m in re.finditer(r"<(rect|ellipse) ([^>]*)/>", code):
         attrs = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
@@ -122,7 +123,7 @@ def test_user_targets_svg_svgz_png(tmp_path) -> None:
     (tmp_path / "a.svg").write_text(RED_SQUARE)
     (tmp_path / "b.svgz").write_bytes(gzip.compress(RED_SQUARE.encode()))
     Image.fromarray(render_trusted(RED_SQUARE, 100)).save(tmp_path / "c.png")
-    env = gym.make("visrl/SvgRender-v0", size=64, targets=tmp_path)
+    env = gym.make("visrl/SvgRender-v1", size=64, targets=tmp_path)
     seen = set()
     for seed in range(12):
         _obs, _ = env.reset(seed=seed)
@@ -135,7 +136,7 @@ def test_user_targets_svg_svgz_png(tmp_path) -> None:
 
 def test_wide_png_target_is_letterboxed_on_white(tmp_path) -> None:
     Image.new("RGB", (200, 100), (0, 0, 255)).save(tmp_path / "wide.png")
-    env = gym.make("visrl/SvgRender-v0", size=64, targets=[tmp_path / "wide.png"])
+    env = gym.make("visrl/SvgRender-v1", size=64, targets=[tmp_path / "wide.png"])
     env.reset(seed=0)
     target = env.unwrapped.target
     assert (target[:14] == 255).all() and (target[-14:] == 255).all()

@@ -51,7 +51,7 @@ def canary_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[gym.Env]:
-    e = gym.make("visrl/SvgRender-v0", size=64)
+    e = gym.make("visrl/SvgRender-v1", size=64)
     e.reset(seed=0)
     yield e
     e.close()
@@ -141,7 +141,7 @@ def test_a_worker_that_died_is_replaced_without_blaming_anyone() -> None:
     import os
     import signal
 
-    env = gym.make("visrl/SvgRender-v0", size=64)
+    env = gym.make("visrl/SvgRender-v1", size=64)
     env.reset(seed=0)
     base = env.unwrapped
     assert env.step(base.null_text())[-1]["action_error"] is None
@@ -155,7 +155,7 @@ def test_a_worker_that_died_is_replaced_without_blaming_anyone() -> None:
 
 def test_an_svg_that_hangs_the_renderer_twice_is_the_agents_error() -> None:
     # a timeout that recurs on a fresh worker is blamed on the input (DESIGN.md section 3)
-    env = gym.make("visrl/SvgRender-v0", size=64, render_timeout_s=0.001)
+    env = gym.make("visrl/SvgRender-v1", size=64, render_timeout_s=0.001)
     env.reset(seed=0)
     _obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_text())
     assert info["env_error"] is None and "fail twice" in info["action_error"]
@@ -164,7 +164,7 @@ def test_an_svg_that_hangs_the_renderer_twice_is_the_agents_error() -> None:
 
 
 def test_a_renderer_that_cannot_run_is_an_env_error_and_reset_recovers() -> None:
-    env = gym.make("visrl/SvgRender-v0", size=64)
+    env = gym.make("visrl/SvgRender-v1", size=64)
     env.reset(seed=0)
     base = env.unwrapped
     base.renderer.inject_fault()
@@ -182,7 +182,7 @@ def test_gzip_bomb_target_file_is_refused(tmp_path: Path) -> None:
     payload = _svg("").encode() + b" " * (64 << 20)
     bomb.write_bytes(gzip.compress(payload, compresslevel=9))
     assert bomb.stat().st_size < 1 << 20
-    env = gym.make("visrl/SvgRender-v0", size=64, targets=[bomb])
+    env = gym.make("visrl/SvgRender-v1", size=64, targets=[bomb])
     with pytest.raises(ValueError, match="inflates past"):
         env.reset(seed=0)
     env.close()
@@ -191,7 +191,7 @@ def test_gzip_bomb_target_file_is_refused(tmp_path: Path) -> None:
 def test_close_leaves_no_worker() -> None:
     import os
 
-    env = gym.make("visrl/SvgRender-v0", size=64)
+    env = gym.make("visrl/SvgRender-v1", size=64)
     env.reset(seed=0)
     env.step(env.unwrapped.oracle_text())
     pid = env.unwrapped.renderer.get().worker.pid
@@ -216,7 +216,7 @@ def _sandbox_children(parents: set[int]) -> set[int]:
 
 def test_async_vector_envs_leave_no_worker_even_when_killed() -> None:
     for abrupt in (False, True):
-        envs = gym.make_vec("visrl/SvgRender-v0", num_envs=2, vectorization_mode="async", size=64)
+        envs = gym.make_vec("visrl/SvgRender-v1", num_envs=2, vectorization_mode="async", size=64)
         envs.reset(seed=0)
         _, reward, terminated, _, _ = envs.step(tuple(envs.unwrapped.call("oracle_text")))
         assert terminated.all()

@@ -45,7 +45,7 @@ def test_batched_equals_sync(env_id: str, mode: str) -> None:
 
 
 def test_one_render_call_per_step_and_one_renderer_per_vector_env() -> None:
-    envs = gym.make_vec("visrl/SvgRender-v0", num_envs=4, size=64)
+    envs = gym.make_vec("visrl/SvgRender-v1", num_envs=4, size=64)
     envs.reset(seed=0)
     lead = envs.unwrapped.envs[0]
     renderer = lead.renderer.get()
@@ -67,7 +67,7 @@ def test_one_render_call_per_step_and_one_renderer_per_vector_env() -> None:
 
 
 def test_a_crashed_batch_is_retried_item_by_item_with_blame() -> None:
-    envs = gym.make_vec("visrl/SvgRender-v0", num_envs=2, size=64)
+    envs = gym.make_vec("visrl/SvgRender-v1", num_envs=2, size=64)
     envs.reset(seed=0)
     renderer = envs.unwrapped.envs[0].renderer.get()
 
@@ -82,7 +82,7 @@ def test_a_crashed_batch_is_retried_item_by_item_with_blame() -> None:
 
 
 def test_max_episode_steps_truncates_like_time_limit() -> None:
-    envs = gym.make_vec("visrl/SvgRender-v0", num_envs=2, size=64, max_episode_steps=2)
+    envs = gym.make_vec("visrl/SvgRender-v1", num_envs=2, size=64, max_episode_steps=2)
     envs.reset(seed=0)
     null = tuple(envs.call("null_text"))
     assert not envs.step(null)[3].any()

@@ -54,7 +54,7 @@ CASES = [
 ]
 #: Make kwargs of the value checks: Jigsaw-v0 at difficulty 0 is solved by any swap (one-step
 #: episodes); at difficulty 1 its episodes run for several turns, so histories build up.
-VALUE_KWARGS: dict[str, dict[str, Any]] = {"visrl/Jigsaw-v0": {"difficulty": 1}}
+VALUE_KWARGS: dict[str, dict[str, Any]] = {"visrl/Jigsaw-v1": {"difficulty": 1}}
 
 
 @contextmanager
@@ -146,7 +146,7 @@ def test_single_image_is_the_dict_entry(env_id: str) -> None:
 
 
 def test_single_image_key_picks_one_of_several() -> None:
-    env = make_recorded("visrl/SvgRender-v0", "numeric", lambda e: SingleImage(e, "canvas"))
+    env = make_recorded("visrl/SvgRender-v1", "numeric", lambda e: SingleImage(e, "canvas"))
     assert env.observation_space == env.env.observation_space["canvas"]
     for obs, raw, _ in rollout(env, steps=3):
         np.testing.assert_array_equal(obs, raw["canvas"])
@@ -198,7 +198,7 @@ def test_resize_images_values(env_id: str, mode: str) -> None:
 @pytest.mark.parametrize("size", [48, (30, 400), 400], ids=["shrink", "mixed", "grow"])
 @pytest.mark.parametrize("mode", ["numeric", "text"])
 def test_resize_images_keeps_a_constant_image_constant(mode: str, size: int | tuple[int, int]) -> None:
-    env = ResizeImages(gym.make("visrl/SvgRender-v0", action_mode=mode), size)
+    env = ResizeImages(gym.make("visrl/SvgRender-v1", action_mode=mode), size)
     hw = (size, size) if isinstance(size, int) else size
     color = np.array([7, 130, 255], dtype=np.uint8)
     raw, _ = env.env.reset(seed=0)
@@ -207,9 +207,9 @@ def test_resize_images_keeps_a_constant_image_constant(mode: str, size: int | tu
         images = env.observation(raw)["images"]
         assert env.observation_space["images"].frame == (*hw, 3)
     else:
-        raw = {k: np.broadcast_to(color, v.shape).copy() for k, v in raw.items()}
-        images = tuple(env.observation(raw).values())
-        assert all(s.shape == (*hw, 3) for s in env.observation_space.spaces.values())
+        raw = {k: np.broadcast_to(color, v.shape).copy() if v.ndim == 3 else v for k, v in raw.items()}
+        images = tuple(v for v in env.observation(raw).values() if v.ndim == 3)
+        assert all(s.shape == (*hw, 3) for s in env.observation_space.spaces.values() if len(s.shape) == 3)
     assert images
     for image in images:
         assert image.shape == (*hw, 3)
@@ -240,7 +240,7 @@ def test_frame_stack_holds_the_last_k_observations(env_id: str) -> None:
 
 
 def test_frame_stack_zero_padding() -> None:
-    env = FrameStack(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), 4, padding_type="zero")
+    env = FrameStack(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), 4, padding_type="zero")
     obs, _ = env.reset(seed=0)
     raw = obs["image"][..., 9:]
     assert not obs["image"][..., :9].any() and raw.any()
@@ -278,7 +278,7 @@ def test_image_budget_keeps_the_last_k_images(env_id: str, k: int) -> None:
 
 
 def test_image_budget_observations_share_no_arrays() -> None:
-    env = ImageBudget(gym.make("visrl/SvgRender-v0"), 3)
+    env = ImageBudget(gym.make("visrl/SvgRender-v1"), 3)
     first, _ = env.reset(seed=0)
     second, *_ = env.step(env.unwrapped.sample_text_action(np.random.default_rng(0)))
     assert len(second["images"]) == 2
@@ -289,7 +289,7 @@ def test_image_budget_observations_share_no_arrays() -> None:
 # -- composition, pickling -----------------------------------------------------------------------
 def test_chain_single_image_frame_stack_resize_channel_first() -> None:
     env = make_recorded(
-        "visrl/Jigsaw-v0", "numeric", lambda e: ChannelFirst(ResizeImages(FrameStack(SingleImage(e), 3), 32))
+        "visrl/Jigsaw-v1", "numeric", lambda e: ChannelFirst(ResizeImages(FrameStack(SingleImage(e), 3), 32))
     )
     assert env.observation_space.shape == (9, 32, 32)
     for obs, raw, _ in rollout(env, steps=4):
@@ -303,7 +303,7 @@ def test_wrapped_envs_pickle(name: str) -> None:
     # Pickled mid-episode and stepped, as tests/test_conformance.py does for the bare envs: the clone
     # carries the wrapper's state (FrameStack's queue, ImageBudget's images) and continues alike.
     wrap, modes = WRAPPERS[name]
-    env = wrap(gym.make("visrl/Jigsaw-v0", action_mode=modes[0], difficulty=1))
+    env = wrap(gym.make("visrl/Jigsaw-v1", action_mode=modes[0], difficulty=1))
     env.reset(seed=0)
     clone = pickle.loads(pickle.dumps(env))
     assert clone.observation_space == env.observation_space
@@ -346,7 +346,7 @@ def test_cleanrl_style_cnn_runs_unchanged() -> None:
 
     def make_env() -> Callable[[], gym.Env]:  # CleanRL's thunk
         def thunk() -> gym.Env:
-            env = gym.make("visrl/Jigsaw-v0", action_mode="numeric")
+            env = gym.make("visrl/Jigsaw-v1", action_mode="numeric")
             env = gym.wrappers.RecordEpisodeStatistics(env)
             return ChannelFirst(SingleImage(env))
 
@@ -373,10 +373,10 @@ def test_cleanrl_style_cnn_runs_unchanged() -> None:
 
 
 SB3_STACKS: dict[str, Callable[[], gym.Env]] = {
-    "SingleImage": lambda: SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric")),
-    "SingleImage+ChannelFirst": lambda: ChannelFirst(SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric"))),
+    "SingleImage": lambda: SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric")),
+    "SingleImage+ChannelFirst": lambda: ChannelFirst(SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric"))),
     "SingleImage+FrameStack": lambda: FrameStack(
-        SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric", difficulty=1)), 4
+        SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric", difficulty=1)), 4
     ),
 }
 
@@ -404,38 +404,38 @@ def test_sb3_check_env_and_cnn_policy(stack: str) -> None:
 # -- errors --------------------------------------------------------------------------------------
 def test_single_image_refuses_the_text_interface() -> None:
     with pytest.raises(ValueError, match=r"numeric interface.*action_mode='numeric'"):
-        SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="text"))
+        SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="text"))
 
 
 def test_single_image_key_errors() -> None:
     with pytest.raises(ValueError, match=r"'nope' is not an image of the observation; its images are \['image'\]"):
-        SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), key="nope")
+        SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), key="nope")
     with pytest.raises(ValueError, match=r"'query' is not an image"):
-        SingleImage(gym.make("visrl/JigsawPair-v0", action_mode="numeric"), key="query")
+        SingleImage(gym.make("visrl/JigsawPair-v1", action_mode="numeric"), key="query")
     with pytest.raises(ValueError, match=r"2 images \['canvas', 'target'\].*key="):
-        SingleImage(gym.make("visrl/SvgRender-v0", action_mode="numeric"))
+        SingleImage(gym.make("visrl/SvgRender-v1", action_mode="numeric"))
     with pytest.raises(ValueError, match="not both"):
-        SingleImage(gym.make("visrl/SvgRender-v0", action_mode="numeric"), "canvas", keys=("target",))
+        SingleImage(gym.make("visrl/SvgRender-v1", action_mode="numeric"), "canvas", keys=("target",))
 
 
 @pytest.mark.parametrize("k", [0, -1, 65, 1.5, True])
 def test_image_budget_k_errors(k: Any) -> None:
     with pytest.raises(ValueError, match="k must be"):
-        ImageBudget(gym.make("visrl/Jigsaw-v0"), k)
+        ImageBudget(gym.make("visrl/Jigsaw-v1"), k)
 
 
 @pytest.mark.parametrize("size", [0, -3, (0, 10), (10, -1), (10,), (1.5, 2), "84"])
 def test_resize_images_size_errors(size: Any) -> None:
     with pytest.raises(ValueError, match="size must be"):
-        ResizeImages(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), size)
+        ResizeImages(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), size)
 
 
 def test_interface_mismatches_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="ImageBudget works on the text interface"):
-        ImageBudget(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), 2)
+        ImageBudget(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), 2)
     with pytest.raises(ValueError, match=r"FrameStack works on the numeric interface.*ImageBudget"):
-        FrameStack(gym.make("visrl/Jigsaw-v0"), 2)
+        FrameStack(gym.make("visrl/Jigsaw-v1"), 2)
     with pytest.raises(ValueError, match="ChannelFirst works on the numeric interface"):
-        ChannelFirst(gym.make("visrl/Jigsaw-v0"))
+        ChannelFirst(gym.make("visrl/Jigsaw-v1"))
     with pytest.raises(ValueError, match="k must be"):
-        FrameStack(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), 0)
+        FrameStack(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), 0)

@@ -1,7 +1,7 @@
 """visrl: Gymnasium environments for interactive visual tasks.
 
-``import visrl_envs`` registers every id (``gym.make("visrl/SvgRender-v0")``); without the import use
-``gym.make("visrl_envs:visrl/SvgRender-v0")``.
+``import visrl_envs`` registers every id (``gym.make("visrl/SvgRender-v1")``); without the import use
+``gym.make("visrl_envs:visrl/SvgRender-v1")``.
 """
 
 from visrl_envs.registry import REGISTRY, register_all

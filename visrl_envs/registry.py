@@ -27,7 +27,7 @@ class EnvEntry:
 
 REGISTRY: tuple[EnvEntry, ...] = (
     EnvEntry(
-        "visrl/SvgRender-v0",
+        "visrl/SvgRender-v1",
         "visrl_envs.envs.svg.env:SvgRenderEnv",
         "svg",
         64,
@@ -36,7 +36,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
         vector_entry_point="visrl_envs.envs.svg.env:make_vector_env",
     ),
     EnvEntry(
-        "visrl/Jigsaw-v0",
+        "visrl/Jigsaw-v1",
         "visrl_envs.envs.jigsaw.swap:JigsawSwapEnv",
         "jigsaw",
         128,
@@ -44,7 +44,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
         ("tool-calls", "multi-turn", "photos"),
     ),
     EnvEntry(
-        "visrl/JigsawFull-v0",
+        "visrl/JigsawFull-v1",
         "visrl_envs.envs.jigsaw.questions:JigsawFullEnv",
         "jigsaw",
         3,
@@ -52,7 +52,7 @@ REGISTRY: tuple[EnvEntry, ...] = (
         ("answer", "single-turn", "photos"),
     ),
     EnvEntry(
-        "visrl/JigsawPair-v0",
+        "visrl/JigsawPair-v1",
         "visrl_envs.envs.jigsaw.questions:JigsawPairEnv",
         "jigsaw",
         3,

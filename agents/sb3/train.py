@@ -3,7 +3,7 @@
 The numeric observation is a Dict of uint8 images (and small vectors), so ``MultiInputPolicy`` takes
 it as is (NatureCNN per image, flatten per vector); no wrapper is needed.
 
-    python -m agents.sb3.train visrl/Jigsaw-v0 --algo ppo --steps 20000 --difficulty 1
+    python -m agents.sb3.train visrl/Jigsaw-v1 --algo ppo --steps 20000 --difficulty 1
 """
 
 from __future__ import annotations

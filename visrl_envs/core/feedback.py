@@ -124,9 +124,8 @@ class RenderFeedbackEnv(VisualEnv):
         self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
         self.renderer: BackendHandle[Renderer] = self.add_backend(f"{self.language} renderer", self._renderer_factory())
         image = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
-        self._set_spaces(
-            (self.size, self.size, 3), spaces.Dict({"target": image, "canvas": image}), self._numeric_space()
-        )
+        numeric_observation = spaces.Dict({"target": image, "canvas": image, **self._numeric_extra_space()})
+        self._set_spaces((self.size, self.size, 3), numeric_observation, self._numeric_space())
         self.target: np.ndarray | None = None
         self.target_code: str | None = None
         self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
@@ -167,6 +166,18 @@ class RenderFeedbackEnv(VisualEnv):
         """A program approximating a raster target (the oracle's best for targets without code)."""
         return self._empty_program()
 
+    def _numeric_extra_space(self) -> dict[str, spaces.Space]:
+        """Entries the family adds to the numeric observation space (default none)."""
+        return {}
+
+    def _numeric_extra_observation(self) -> dict[str, np.ndarray]:
+        """Values of those entries (fresh arrays)."""
+        return {}
+
+    def _blank_image(self) -> np.ndarray:
+        """What the empty program renders: the floor the score is normalised against (white)."""
+        return np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+
     # -- task ------------------------------------------------------------------------------------
     @property
     def horizon(self) -> int:
@@ -178,12 +189,27 @@ class RenderFeedbackEnv(VisualEnv):
         else:
             self.target, self.target_code = self._load_target(int(rng.integers(len(self._target_files))))
         self._similarity = TargetSimilarity(self.target, self.weights, self.metric_size)
+        self.render_image = self._blank_image()
+        self._blank_similarity = self._similarity.terms(self.render_image)["similarity"]
+        self.metrics = self._measure(self.render_image)
         self._clear_canvas()
-        self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
         self._code = ""
-        self.metrics = {"pixel": 0.0, "ssim": 0.0, "edge": 0.0, "similarity": 0.0}
         self._parts = {}
         self.show(self.target)
+
+    def normalised(self, similarity: float) -> float:
+        """``(similarity - blank) / (1 - blank)``: 0 for the empty picture, 1 for the target, negative
+        for a picture further from the target than an empty one (``blank`` is the empty picture's
+        similarity; when the target is itself nearly blank, ``similarity`` is returned as it is)."""
+        room = 1.0 - self._blank_similarity
+        return (similarity - self._blank_similarity) / room if room > 1e-6 else similarity
+
+    def _measure(self, image: np.ndarray) -> dict[str, float]:
+        """Raw similarity terms of ``image``, the empty picture's similarity, and the score."""
+        terms = self._similarity.terms(image)
+        terms["blank_similarity"] = self._blank_similarity
+        terms["score"] = min(1.0, max(0.0, self.normalised(terms["similarity"])))
+        return terms
 
     def _load_target(self, index: int) -> tuple[np.ndarray, str | None]:
         if index not in self._file_cache:
@@ -214,8 +240,8 @@ class RenderFeedbackEnv(VisualEnv):
     def _task_text(self) -> str:
         return (
             f"Write {self.language.upper()} code that reproduces the target image (the first image, "
-            f"{self.size}x{self.size} px). After each try you see the render of your code and its similarity "
-            f"to the target (pixel, SSIM, edge; 1.0 = identical); a similarity of {self.success_threshold:g} "
+            f"{self.size}x{self.size} px). After each try you see the render of your code and its score "
+            f"(0 = an empty picture, 1 = identical to the target); a score of {self.success_threshold:g} "
             "ends the episode."
         )
 
@@ -276,16 +302,17 @@ class RenderFeedbackEnv(VisualEnv):
         m = self.metrics
         which = "the second image; the first is the target" if self.show_target == "every_turn" else "this image"
         feedback = (
-            f"Your code rendered ({which}). Similarity {m['similarity']:.3f} (pixel {m['pixel']:.3f}, "
-            f"SSIM {m['ssim']:.3f}, edge {m['edge']:.3f})." + (" Target reached." if success else "")
+            f"Your code rendered ({which}). Score {m['score']:.3f} (0 = an empty picture, 1 = the target); "
+            f"similarity {m['similarity']:.3f}: pixel {m['pixel']:.3f}, SSIM {m['ssim']:.3f}, edge {m['edge']:.3f}."
+            + (" Target reached." if success else "")
         )
         return Outcome(terms, terminated=success, feedback=feedback)
 
     def _update_quality(self, image: np.ndarray, code_length: int) -> dict[str, float]:
         """Score ``image``; return the gain of each quality term since the last valid picture."""
         assert self.target is not None
-        self.metrics = self._similarity.terms(image)
-        similarity = self.metrics["similarity"]
+        self.metrics = self._measure(image)
+        similarity = self.normalised(self.metrics["similarity"])
         parts: dict[str, float] = {}
         custom = float(self.reward_fn(image, self.target)) if self.reward_fn is not None else None
         if custom is not None and self.reward_fn_mode == "replace":
@@ -308,10 +335,10 @@ class RenderFeedbackEnv(VisualEnv):
     # -- observation -----------------------------------------------------------------------------
     def _numeric_observation(self) -> dict[str, np.ndarray]:
         assert self.target is not None
-        return {"target": self.target.copy(), "canvas": self.render_image.copy()}
+        return {"target": self.target.copy(), "canvas": self.render_image.copy(), **self._numeric_extra_observation()}
 
     def _score(self) -> float:
-        return float(self.metrics.get("similarity", 0.0))
+        return float(self.metrics.get("score", 0.0))
 
     def _success(self) -> bool:
         return self._score() >= self.success_threshold

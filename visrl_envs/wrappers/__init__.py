@@ -15,7 +15,7 @@ Channels stay last until :class:`ChannelFirst`, so apply it last. A CleanRL-styl
     from visrl_envs.wrappers import ChannelFirst, FrameStack, SingleImage
 
     envs = gym.make_vec(
-        "visrl/Jigsaw-v0", num_envs=4, vectorization_mode="async", action_mode="numeric",
+        "visrl/Jigsaw-v1", num_envs=4, vectorization_mode="async", action_mode="numeric",
         wrappers=[SingleImage, lambda e: FrameStack(e, 4), ChannelFirst],
     )
     envs.single_observation_space.shape  # (12, 84, 84)

@@ -53,7 +53,7 @@ class FrameStack(FrameStackObservation[Any, Any, Any]):
 
     Example::
 
-        env = FrameStack(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), 4)
+        env = FrameStack(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), 4)
         env.observation_space  # Dict('image': Box(0, 255, (84, 84, 12), uint8))
     """
 
@@ -116,7 +116,7 @@ class ImageBudget(
 
     Example::
 
-        env = ImageBudget(gym.make("visrl/Jigsaw-v0"), 3)
+        env = ImageBudget(gym.make("visrl/Jigsaw-v1"), 3)
         obs, info = env.reset(seed=0)  # obs["images"]: the first board
         obs, *_ = env.step(action)  # obs["images"]: the first board, then the new one
     """

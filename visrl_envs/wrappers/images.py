@@ -37,9 +37,9 @@ class SingleImage(TransformObservation[np.ndarray, Any, dict[str, Any]]):
 
     Example::
 
-        env = SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric"))
+        env = SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric"))
         env.observation_space  # Box(0, 255, (84, 84, 3), uint8)
-        env = SingleImage(gym.make("visrl/SvgRender-v0", action_mode="numeric"), keys=("target", "canvas"))
+        env = SingleImage(gym.make("visrl/SvgRender-v1", action_mode="numeric"), keys=("target", "canvas"))
         env.observation_space  # Box(0, 255, (64, 64, 6), uint8)
     """
 
@@ -100,7 +100,7 @@ class ChannelFirst(TransformObservation[Any, Any, Any]):
 
     Example::
 
-        env = ChannelFirst(SingleImage(gym.make("visrl/Jigsaw-v0", action_mode="numeric")))
+        env = ChannelFirst(SingleImage(gym.make("visrl/Jigsaw-v1", action_mode="numeric")))
         env.observation_space  # Box(0, 255, (3, 84, 84), uint8)
     """
 
@@ -148,9 +148,9 @@ class ResizeImages(TransformObservation[Any, Any, Any]):
 
     Example::
 
-        env = ResizeImages(gym.make("visrl/Jigsaw-v0", action_mode="numeric"), 64)
+        env = ResizeImages(gym.make("visrl/Jigsaw-v1", action_mode="numeric"), 64)
         env.observation_space  # Dict('image': Box(0, 255, (64, 64, 3), uint8))
-        env = ResizeImages(gym.make("visrl/Jigsaw-v0"), (224, 224))  # text: images of 224x224
+        env = ResizeImages(gym.make("visrl/Jigsaw-v1"), (224, 224))  # text: images of 224x224
     """
 
     def __init__(self, env: gym.Env[Any, Any], size: int | tuple[int, int]):

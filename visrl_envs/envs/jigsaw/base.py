@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,9 +11,9 @@ from gymnasium import spaces
 
 from visrl_envs.core.base import VisualEnv
 from visrl_envs.core.files import PathList
+from visrl_envs.core.imagery import ImagePool
 from visrl_envs.core.images import draw_text_boxes
 from visrl_envs.envs.jigsaw.board import TileBoard
-from visrl_envs.envs.jigsaw.photos import PhotoPool, augment, builtin_pool, user_pool
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,8 @@ LADDER = (
     Rung((4, 4), mask_ratio=0.1),
     Rung((4, 4), mask_ratio=0.1, low_texture=0.3),
 )
-#: The ladder level each common ``difficulty`` 0..3 stands for.
+#: The ladder level each common ``difficulty`` 0..3 stands for (the question envs; the swap puzzle
+#: starts at 2x2, see :class:`~visrl_envs.envs.jigsaw.swap.JigsawSwapEnv`).
 DIFFICULTY_LEVELS = {0: 0, 1: 2, 2: 3, 3: 6}
 DEFAULT_SIZE = {"text": 336, "numeric": 84}
 
@@ -52,6 +52,8 @@ class JigsawEnv(VisualEnv):
     """Shared machinery of the jigsaw envs: photos, grid, board, overlays. See the subclasses."""
 
     family: ClassVar[str] = "jigsaw"
+    #: Ladder level of each ``difficulty``.
+    difficulty_levels: ClassVar[dict[int, int]] = DIFFICULTY_LEVELS
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class JigsawEnv(VisualEnv):
         size: int | None = None,
         grid: tuple[int, int] | None = None,
         images: PathList | None = None,
+        image_source: str = "mixed",
         mask_ratio: float | None = None,
         labels: bool = False,
         grid_lines: bool = False,
@@ -69,7 +72,7 @@ class JigsawEnv(VisualEnv):
         self.size = int(size or DEFAULT_SIZE[self.action_mode])
         if level is not None and not 0 <= level < len(LADDER):
             raise ValueError(f"level must be in 0..{len(LADDER) - 1}, got {level}")
-        self.level = DIFFICULTY_LEVELS[self.difficulty] if level is None else int(level)
+        self.level = self.difficulty_levels[self.difficulty] if level is None else int(level)
         rung = LADDER[self.level]
         if grid is not None:
             rows, cols = int(grid[0]), int(grid[1])
@@ -89,31 +92,18 @@ class JigsawEnv(VisualEnv):
             raise ValueError("mask_ratio must be in [0, 0.5)")
         self.labels = bool(labels)
         self.grid_lines = bool(grid_lines)
-        self._user_images = images
+        self._pool = ImagePool(self.split, images, image_source)
         self.board: TileBoard | None = None
         self.rows, self.cols = rows, cols
         self._overlay: tuple[np.ndarray, np.ndarray] | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_pool", None)  # photos reload lazily (and are cached per process)
-        return state
-
     # -- task ----------------------------------------------------------------------------------
-    @cached_property
-    def _pool(self) -> PhotoPool:
-        return user_pool(self._user_images) if self._user_images is not None else builtin_pool(self.split)
-
     def _draw_board(self, rng: np.random.Generator) -> TileBoard:
         rows, cols = self.grid
         if self.flip_orientation and rng.random() < 0.5:
             rows, cols = cols, rows
         self.rows, self.cols = rows, cols
-        pool = self._pool
-        use_low = bool(pool.low_texture) and rng.random() < self.low_texture_share
-        photos = pool.low_texture if use_low else pool.regular
-        photo = photos[int(rng.integers(len(photos)))]
-        board = TileBoard(augment(photo, self.size, rng), rows, cols, self.mask_ratio)
+        board = TileBoard(self._pool.draw(rng, self.size, self.low_texture_share), rows, cols, self.mask_ratio)
         self._overlay = self._make_overlay(board) if (self.labels or self.grid_lines) else None
         return board
 

@@ -77,13 +77,17 @@ class JigsawFullEnv(JigsawQuestionEnv):
     retried until ``max_attempts`` (3) turns, then the episode is truncated.
 
     ## Arguments
-    ``scoring``, ``max_attempts`` plus those of :class:`JigsawSwapEnv` (except ``swaps``).
+    ``scoring``, ``max_attempts`` plus those of :class:`JigsawSwapEnv` (except ``swaps``); here
+    ``difficulty`` 0..3 stands for levels 0, 2, 3, 6 (2x1, 2x2, 3x3, masked 4x4 with low-texture photos),
+    Jigsaw-R1's curriculum starting at 2x1.
 
     ## Anchors
     Jigsaw-R1 (zifuwanggg/Jigsaw-R1 ``utils/prompt.py``, ``utils/reward.py``).
 
     ## Version History
-    - v0: initial release; text observations carry a tuple of images (contract v2).
+    - v1: images come from a large disjoint pool per split (procedural scenes and every packaged
+      photo, heavily augmented).
+    - v0: initial release (9 train and 4 test photos).
     """
 
     def __init__(self, *, scoring: str = "fraction", **kwargs: Any) -> None:
@@ -240,7 +244,9 @@ class JigsawPairEnv(JigsawQuestionEnv):
     Jigsaw-R1 ``generate_question_string_pair``.
 
     ## Version History
-    - v0: initial release; text observations carry a tuple of images (contract v2).
+    - v1: images come from a large disjoint pool per split (procedural scenes and every packaged
+      photo, heavily augmented).
+    - v0: initial release (9 train and 4 test photos).
     """
 
     def __init__(self, **kwargs: Any) -> None:

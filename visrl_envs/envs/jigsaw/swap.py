@@ -27,9 +27,9 @@ class JigsawSwapEnv(JigsawEnv):
     """Restore a shuffled photo by swapping tiles, one swap per turn (AGILE's interactive jigsaw).
 
     ## Description
-    A photo (scikit-image/scikit-learn/matplotlib samples, or ``images=``) is augmented (random crop,
-    mirror, colour jitter), cut into an m x n grid and shuffled (never the identity). Each turn the
-    agent exchanges two tiles and sees the new board.
+    An image (a procedural scene drawn from the task seed, or a packaged photo of the split heavily
+    augmented; or ``images=``) is cut into an m x n grid and shuffled (never the identity). Each turn
+    the agent exchanges two tiles and sees the new board. Train and test images never coincide.
 
     ## Action Space
     - text: ``<tool_call>{"name": "swap", "arguments": {"a": i, "b": j}}</tool_call>`` with positions
@@ -58,13 +58,17 @@ class JigsawSwapEnv(JigsawEnv):
     ## Arguments
     ``level`` 0..6 walks the ladder 2x1 -> 3x1 -> 2x2 -> 3x3 -> 4x4 -> 4x4 with tile borders masked
     (10%) -> the same with 30% low-texture photos (:data:`LADDER`); ``difficulty`` 0..3 stands for
-    levels 0, 2, 3, 6. 1-D grids are flipped to 1 x n with probability 1/2. ``grid=(m, n)`` and
-    ``mask_ratio`` override the level's. ``swaps``: ``"any"`` or ``"adjacent"``. ``size``, ``images`` (files or
-    directories used by both splits instead of the packaged photos),
-    ``labels`` (draw position numbers), ``grid_lines``, plus the common ones.
+    levels 2, 3, 4, 6 (2x2, 3x3, 4x4, masked 4x4 with low-texture photos): the first two rungs test
+    nothing here (on 2x1 random scores 1.0, on 3x1 0.76; on 2x2 0.44 against the oracle's 1.0). 1-D
+    grids are flipped to 1 x n with probability 1/2. ``grid=(m, n)`` and ``mask_ratio`` override the
+    level's. ``swaps``: ``"any"`` or ``"adjacent"``. ``size``; ``image_source``: ``"mixed"`` (packaged
+    photos of the split, heavily augmented, in 30% of episodes, seeded procedural scenes otherwise:
+    :mod:`visrl_envs.core.imagery`), ``"photos"`` or ``"scenes"``; ``images`` (files or directories
+    used by both splits instead, checked when the env is built); ``labels`` (draw position numbers),
+    ``grid_lines``, plus the common ones.
 
-    Chance: a random swapper solves 2x1 in one step; on larger grids the random agent's score stays
-    near the expected fraction in place of a random permutation, 1/N.
+    Chance (random swaps, test split, 300 episodes): 0.44 on 2x2, 0.11 on 3x3; the expected fraction in
+    place of a random permutation is 1/N.
 
     ## Anchors
     AGILE (arXiv 2510.01304, yuzeng0-0/AGILE): one exchange per turn, image returned each turn,
@@ -73,11 +77,16 @@ class JigsawSwapEnv(JigsawEnv):
     bug is avoided: pairs are listed explicitly).
 
     ## Version History
-    - v0: initial release; text observations carry a tuple of images (contract v2).
+    - v1: the ladder starts at 2x2; images come from a large disjoint pool per split (procedural
+      scenes and every packaged photo, heavily augmented).
+    - v0: initial release (2x1 first rung; 9 train and 4 test photos).
     """
 
     step_cost: ClassVar[float] = 0.01
     solve_bonus: ClassVar[float] = 1.0
+    #: The puzzle starts at 2x2: on 2x1 there is one possible swap (random scores 1.0) and on 3x1 a
+    #: random swapper still scores 0.76; on 2x2 it scores 0.44 against the oracle's 1.0.
+    difficulty_levels: ClassVar[dict[int, int]] = {0: 2, 1: 3, 2: 4, 3: 6}
 
     def __init__(self, *, swaps: str = "any", **kwargs: Any) -> None:
         super().__init__(**kwargs)

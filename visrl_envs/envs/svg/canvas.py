@@ -15,19 +15,23 @@ import numpy as np
 
 from visrl_envs.envs.svg.generator import CANVAS, CELL, PALETTE, SHAPES, primitive_svg, svg_document
 
-_RGB = [tuple(int(h[i : i + 2], 16) / 255 for i in (1, 3, 5)) for h in PALETTE]
-
 
 class PrimitiveCanvas:
-    """A white ``size`` x ``size`` raster of the 256-unit frame, plus the primitives drawn on it."""
+    """A white ``size`` x ``size`` raster of the 256-unit frame, plus the primitives drawn on it;
+    a primitive's colour is an index into ``palette`` (``#rrggbb`` strings)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, palette: list[str] | None = None) -> None:
         self.size = size
+        self._set_palette(palette or list(PALETTE))
         self.primitives: list[tuple[int, int, int, int, int, int]] = []
         self.code_length = len(svg_document(""))
         self._surface: Any = None
         self._ctx: Any = None
         self._reset_surface()
+
+    def _set_palette(self, palette: list[str]) -> None:
+        self.palette = list(palette)
+        self._rgb = [tuple(int(h[i : i + 2], 16) / 255 for i in (1, 3, 5)) for h in self.palette]
 
     def _reset_surface(self) -> None:
         self._surface = cairocffi.ImageSurface(cairocffi.FORMAT_RGB24, self.size, self.size)
@@ -36,7 +40,10 @@ class PrimitiveCanvas:
         self._ctx.paint()
         self._ctx.scale(self.size / CANVAS, self.size / CANVAS)
 
-    def clear(self) -> None:
+    def clear(self, palette: list[str] | None = None) -> None:
+        """Start afresh (with a new ``palette`` if given)."""
+        if palette is not None:
+            self._set_palette(palette)
         self.primitives = []
         self.code_length = len(svg_document(""))
         self._reset_surface()
@@ -44,14 +51,14 @@ class PrimitiveCanvas:
     def draw(self, shape: int, x0: int, y0: int, x1: int, y1: int, colour: int) -> None:
         """Add one primitive (see :func:`primitive_svg` for the meaning of the integers)."""
         self.primitives.append((shape, x0, y0, x1, y1, colour))
-        self.code_length += len(primitive_svg(shape, x0, y0, x1, y1, colour))
+        self.code_length += len(primitive_svg(shape, x0, y0, x1, y1, self.palette[colour]))
         self._draw(shape, x0, y0, x1, y1, colour)
 
     def _draw(self, shape: int, x0: int, y0: int, x1: int, y1: int, colour: int) -> None:
         ctx = self._ctx
         left, right = min(x0, x1) * CELL, (max(x0, x1) + 1) * CELL
         top, bottom = min(y0, y1) * CELL, (max(y0, y1) + 1) * CELL
-        ctx.set_source_rgb(*_RGB[colour])
+        ctx.set_source_rgb(*self._rgb[colour])
         kind = SHAPES[shape]
         if kind == "rect":
             ctx.rectangle(left, top, right - left, bottom - top)
@@ -70,7 +77,7 @@ class PrimitiveCanvas:
 
     def copy(self) -> PrimitiveCanvas:
         """An independent canvas with the same pixels and primitives (no redraw)."""
-        other = PrimitiveCanvas(self.size)
+        other = PrimitiveCanvas(self.size, self.palette)
         other.primitives = list(self.primitives)
         other.code_length = self.code_length
         self._surface.flush()
@@ -88,13 +95,19 @@ class PrimitiveCanvas:
 
     def svg(self) -> str:
         """An SVG program drawing the same picture."""
-        return svg_document("".join(primitive_svg(*p) for p in self.primitives))
+        return svg_document("".join(self.primitive_svg(p) for p in self.primitives))
+
+    def primitive_svg(self, primitive: tuple[int, ...]) -> str:
+        """The SVG of one primitive with this canvas's palette."""
+        shape, x0, y0, x1, y1, colour = primitive
+        return primitive_svg(shape, x0, y0, x1, y1, self.palette[colour])
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size, "primitives": list(self.primitives)}
+        return {"size": self.size, "palette": self.palette, "primitives": list(self.primitives)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.size = state["size"]
+        self._set_palette(state["palette"])
         self.primitives = []
         self.code_length = len(svg_document(""))
         self._reset_surface()

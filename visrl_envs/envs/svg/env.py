@@ -18,7 +18,7 @@ from visrl_envs.core.tools import AnswerFormat, ToolSet, answer_text
 from visrl_envs.core.vector import batched_vector_entry_point
 from visrl_envs.envs.svg.backend import SvgRasterizer
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
-from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, primitive_svg, svg_document
+from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, svg_document, task_palette
 from visrl_envs.envs.svg.raster import MAX_SVG_BYTES, gunzip_bounded
 
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
@@ -58,34 +58,41 @@ class SvgRenderEnv(RenderFeedbackEnv):
       20,000 elements, 50,000 after ``<use>`` expansion, coordinates within 1e6; 10 s). SVG that
       crashes or hangs the renderer on a fresh worker too is the agent's error (format penalty).
     - numeric: ``MultiDiscrete([3, 16, 16, 16, 16, 16])`` = (shape: rect/ellipse/triangle, x0, y0, x1,
-      y1 as grid cells spanned inclusively, colour index into the 16-colour palette). Each step draws
-      one primitive on the canvas incrementally.
+      y1 as grid cells spanned inclusively, colour index into this task's 16-colour palette). Each
+      step draws one primitive on the canvas incrementally. The palette holds the target's own
+      colours first (the colours of its code, then its dominant image colours), then the default
+      16-colour palette, so drawing with the target's colours is possible at every difficulty.
 
     ## Observation Space
     - text: ``{"images": tuple of uint8 (S, S, 3), "text": str}``: the first observation shows the
       target; each valid SVG's render comes back the next turn (RLRF and VAGEN show it so), with the
       target again beside it when ``show_target="every_turn"``; a malformed turn brings no image. The
-      text holds the task first (``prompt_spec()`` has its parts), then each turn's scores or error.
-    - numeric: ``{"target": uint8 (S, S, 3), "canvas": uint8 (S, S, 3)}``. ``S`` = ``size``
-      (256 text, 64 numeric by default; any S >= 64).
+      text holds the task first (``prompt_spec()`` has its parts), then each turn's score or error.
+    - numeric: ``{"target": uint8 (S, S, 3), "canvas": uint8 (S, S, 3), "palette": float32 (48,)}``
+      (the palette's 16 RGB triples in [0, 1], flattened). ``S`` = ``size`` (256 text, 64 numeric by default; any S >= 64).
 
     ## Rewards
     ``similarity = 0.3 * pixel + 0.4 * ssim + 0.3 * edge``, computed on render and target box-averaged to
     ``metric_size`` (128) px when larger: ``pixel = 1 - RMSE`` (RGB in [0, 1]), ``ssim`` = grayscale SSIM
     (7x7 window, scikit-image's value) clipped to [0, 1], ``edge`` = IoU of Canny edge maps (sigma 1,
-    thresholds 0.1/0.2) dilated by 1 px. ``quality = (1 - w_len) * similarity + w_len * length_score(len(code), len(reference))``
-    with ``w_len = 0.1`` (0 when the target has no reference code); ``length_score`` is 1 up to the
-    reference length and falls linearly to 0 at twice it. The reward of a step is the gain in quality,
-    term by term (``similarity``, ``length``, ``custom``), so the return of an episode is the quality
-    of its last valid picture. An SVG that cannot be rendered gets ``format = -0.1`` and leaves the
-    picture as it was (the validity gate). ``reward_fn(render, target) -> float`` adds
-    ``reward_fn_weight * value`` as ``custom`` (``reward_fn_mode="add"``) or replaces ``similarity`` in
-    the quality (``"replace"``), e.g. for DreamSim/DINO on the user's GPU.
-    ``info["score"]`` = similarity; ``info["success"]`` = similarity >= ``success_threshold`` (0.99).
-    Floors (benchmarks/BASELINES.md): an empty SVG scores ~0.52 at difficulties 0-1 and ~0.30 at 3
-    (the white background matches), about what one random primitive per turn scores; pixel and
-    SSIM terms punish a wrong shape more than no shape, so raise ``weights.edge`` or add a
-    ``reward_fn`` if a policy learns to draw little.
+    thresholds 0.1/0.2) dilated by 1 px. It is normalised against the empty picture:
+    ``n = (similarity - blank) / (1 - blank)`` with ``blank`` the similarity of an empty (white) canvas
+    to the target, so an empty SVG scores 0 and the target 1 at every difficulty (a raw similarity
+    gave an empty SVG ~0.52, and PPO learned to draw nothing: 0.485 against 0.488 for an empty canvas).
+    ``quality = (1 - w_len) * n + w_len * length_score(len(code), len(reference))`` with ``w_len = 0.1``
+    (0 when the target has no reference code); ``length_score`` is 1 up to the reference length and
+    falls linearly to 0 at twice it. The reward of a step is the gain in quality, term by term
+    (``similarity``, ``length``, ``custom``), so the return of an episode is the quality of its last
+    valid picture, negative when that picture is further from the target than an empty one. An SVG
+    that cannot be rendered gets ``format = -0.1`` and leaves the picture as it was (the validity
+    gate). ``reward_fn(render, target) -> float`` adds ``reward_fn_weight * value`` as ``custom``
+    (``reward_fn_mode="add"``) or replaces ``n`` in the quality (``"replace"``), e.g. for DreamSim/DINO
+    on the user's GPU. ``info["score"]`` = ``n`` clipped to [0, 1]; ``info["success"]`` = score >=
+    ``success_threshold`` (0.99); ``info["metrics"]`` has the raw ``pixel``, ``ssim``, ``edge``,
+    ``similarity``, ``blank_similarity`` and ``score``.
+    Measured (20 seeds per difficulty, 128 px): an empty SVG scores 0.000 at every difficulty, the
+    oracle 1.000; the target's shapes in other colours score 0.53, 0.60, 0.49, 0.41 on average at
+    difficulties 0-3.
 
     ## Starting State
     A white canvas and a target drawn from the task seed.
@@ -108,7 +115,10 @@ class SvgRenderEnv(RenderFeedbackEnv):
     CPU-only by default: model-based terms (DINO, DreamSim, CLIP) plug in through ``reward_fn``.
 
     ## Version History
-    - v0: initial release; text observations carry a tuple of images (contract v2).
+    - v1: the score and reward are normalised against the empty picture; the numeric interface
+      draws from a per-task palette (observed as ``palette``); text observations carry a tuple of
+      images.
+    - v0: initial release (raw similarity: an empty SVG scored ~0.52).
     """
 
     family: ClassVar[str] = "svg"
@@ -122,6 +132,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
         if self.max_primitives < 1:
             raise ValueError("max_primitives must be >= 1")
         self.canvas = PrimitiveCanvas(self.size)
+        self.palette: list[str] = list(PALETTE)
 
     # -- renderer and targets -----------------------------------------------------------------------
     def _renderer_factory(self) -> Callable[[], Renderer]:
@@ -167,7 +178,17 @@ class SvgRenderEnv(RenderFeedbackEnv):
         return spaces.MultiDiscrete(list(_NVEC))
 
     def _clear_canvas(self) -> None:
-        self.canvas.clear()
+        assert self.target is not None
+        self.palette = task_palette(self.target_code, self.target)
+        self.canvas.clear(self.palette)
+
+    def _numeric_extra_space(self) -> dict[str, spaces.Space]:
+        # flat (48,): SB3 warns on 2-D vectors, and MultiInputPolicy flattens them anyway
+        return {"palette": spaces.Box(0.0, 1.0, (3 * len(PALETTE),), dtype=np.float32)}
+
+    def _numeric_extra_observation(self) -> dict[str, np.ndarray]:
+        rgb = [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in self.palette]
+        return {"palette": np.asarray(rgb, dtype=np.float32).reshape(-1) / np.float32(255)}
 
     def _draw_numeric(self, action: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """(shape, x0, y0, x1, y1, colour), validated against the MultiDiscrete space."""
@@ -182,7 +203,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
     def _action_text(self, action: Any) -> str:
         """A primitive as text: the current canvas program with the primitive added."""
         if isinstance(action, tuple):
-            body = "".join(primitive_svg(*p) for p in [*self.canvas.primitives, action])
+            body = "".join(self.canvas.primitive_svg(p) for p in [*self.canvas.primitives, action])
             return answer_text(svg_document(body))
         return super()._action_text(action)
 
@@ -194,9 +215,9 @@ class SvgRenderEnv(RenderFeedbackEnv):
         plan: list[tuple[int, ...]] = []
         for element in re.findall(r"<[^>]*>", body):
             attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', element))
-            if attrs.get("fill") not in PALETTE:
+            if attrs.get("fill") not in self.palette:
                 return None
-            colour = PALETTE.index(attrs["fill"])
+            colour = self.palette.index(attrs["fill"])
             try:
                 if element.startswith("<rect ") and set(attrs) == {"x", "y", "width", "height", "fill"}:
                     x, y, w, h = (float(attrs[k]) for k in ("x", "y", "width", "height"))
@@ -247,6 +268,6 @@ class SvgRenderEnv(RenderFeedbackEnv):
         return svg_document(rects)
 
 
-#: The registry's ``vector_entry_point``: ``gym.make_vec("visrl/SvgRender-v0", num_envs=N)`` renders the
+#: The registry's ``vector_entry_point``: ``gym.make_vec("visrl/SvgRender-v1", num_envs=N)`` renders the
 #: programs of all N sub-envs in one sandbox call per step.
 make_vector_env = batched_vector_entry_point(SvgRenderEnv)

@@ -3,10 +3,13 @@ paths, strokes, gradients, nested transformed groups and text (difficulty 3).
 
 Every target lives in the fixed frame ``viewBox="0 0 256 256"``. Difficulty 0 places its shapes on
 the 16 x 16 cell grid with colours from :data:`PALETTE`, exactly the vocabulary of the numeric
-interface, so it can be reproduced primitive by primitive.
+interface, so it can be reproduced primitive by primitive. :func:`task_palette` gives the numeric
+interface the target's own colours at every difficulty.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -28,12 +31,11 @@ def svg_document(body: str) -> str:
     return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {CANVAS} {CANVAS}">{body}</svg>'
 
 
-def primitive_svg(shape: int, x0: int, y0: int, x1: int, y1: int, colour: int) -> str:
+def primitive_svg(shape: int, x0: int, y0: int, x1: int, y1: int, fill: str) -> str:
     """SVG of one numeric-interface primitive: ``shape`` in :data:`SHAPES`, corner cells in 0..15
-    (inclusive cell span), ``colour`` an index into :data:`PALETTE`."""
+    (inclusive cell span), ``fill`` a ``#rrggbb`` colour."""
     left, right = min(x0, x1) * CELL, (max(x0, x1) + 1) * CELL
     top, bottom = min(y0, y1) * CELL, (max(y0, y1) + 1) * CELL
-    fill = PALETTE[colour]
     if SHAPES[shape] == "rect":
         return f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="{fill}"/>'
     if SHAPES[shape] == "ellipse":
@@ -87,7 +89,7 @@ class _Builder:
         rng = self.rng
         x0, x1 = sorted(int(v) for v in rng.integers(0, GRID, size=2))
         y0, y1 = sorted(int(v) for v in rng.integers(0, GRID, size=2))
-        return primitive_svg(int(rng.integers(0, 2)), x0, y0, x1, y1, int(rng.integers(2, len(PALETTE))))
+        return primitive_svg(int(rng.integers(0, 2)), x0, y0, x1, y1, PALETTE[int(rng.integers(2, len(PALETTE)))])
 
     def shape(self) -> str:
         rng = self.rng
@@ -162,3 +164,36 @@ def generate_svg(rng: np.random.Generator, difficulty: int) -> str:
         body = f'<rect width="256" height="256" fill="{builder.colour()}" opacity="0.3"/>' + body
     defs = f"<defs>{''.join(builder.defs)}</defs>" if builder.defs else ""
     return svg_document(defs + body)
+
+
+_HEX = re.compile(r"#[0-9a-fA-F]{6}\b")
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
+
+
+def task_palette(code: str | None, image: np.ndarray, size: int = len(PALETTE), distinct: float = 24.0) -> list[str]:
+    """The numeric interface's colours for one target, so that drawing with the target's colours is
+    possible at every difficulty: the ``#rrggbb`` colours of the target's code by frequency, then the
+    dominant colours of its image (median-cut, each covering >= 2 % of it), then :data:`PALETTE`;
+    colours closer than ``distinct``
+    (RGB distance) to an earlier one are skipped. Always ``size`` colours."""
+    from PIL import Image
+
+    candidates = sorted(set(_HEX.findall(code or "")), key=lambda c: (-(code or "").count(c), c))
+    quantized = Image.fromarray(image).quantize(colors=size, method=Image.Quantize.MEDIANCUT)
+    counts: list[tuple[int, int]] = sorted(quantized.getcolors() or [], reverse=True)  # type: ignore[arg-type]
+    flat = quantized.getpalette() or []
+    enough = 0.02 * image.shape[0] * image.shape[1]  # anti-aliasing blends cover less
+    candidates += [f"#{flat[3 * i]:02x}{flat[3 * i + 1]:02x}{flat[3 * i + 2]:02x}" for n, i in counts if n >= enough]
+    candidates += list(PALETTE)
+    chosen: list[str] = []
+    for colour in candidates:
+        colour = colour.lower()
+        rgb = np.array(_rgb(colour), dtype=np.float64)
+        if all(np.linalg.norm(rgb - np.array(_rgb(c))) >= distinct for c in chosen):
+            chosen.append(colour)
+        if len(chosen) == size:
+            break
+    return chosen
