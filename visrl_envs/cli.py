@@ -29,7 +29,10 @@ def _docs(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from visrl_envs import __version__
+
     parser = argparse.ArgumentParser(prog="visrl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"visrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered id with its family, interfaces and tags")
     sub.add_parser("table", help="the env table as markdown (for the README)")
@@ -47,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "docs":
         _docs(Path(args.out))
     else:
+        known = [e.id for e in REGISTRY]
+        if args.env_id not in known:
+            print(f"visrl play: unknown env {args.env_id!r}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
         from visrl_envs.play import play
 
-        play(args.env_id, args.difficulty, args.seed)
+        try:
+            play(args.env_id, args.difficulty, args.seed)
+        except (ValueError, TypeError) as err:  # a bad --difficulty and the like: one line, not a traceback
+            print(f"visrl play: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

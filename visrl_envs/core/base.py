@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.backend import Backend, BackendHandle
 from visrl_envs.core.errors import ActionError, BackendError, BackendUnavailable
 from visrl_envs.core.numeric import sample_numeric, validate_numeric
@@ -97,19 +98,10 @@ class VisualEnv(gym.Env[dict[str, Any], Any]):
         split: Split = "train",
         render_mode: str | None = None,
     ) -> None:
-        if action_mode not in ("text", "numeric"):
-            raise ValueError(f"action_mode must be 'text' or 'numeric', got {action_mode!r}")
-        if isinstance(difficulty, bool) or not isinstance(difficulty, int | np.integer):
-            raise ValueError(f"difficulty must be an integer in 0..{MAX_DIFFICULTY}, got {difficulty!r}")
-        if not 0 <= difficulty <= MAX_DIFFICULTY:
-            raise ValueError(f"difficulty must be an integer in 0..{MAX_DIFFICULTY}, got {difficulty!r}")
-        if split not in SPLIT_SEED_RANGES:
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.action_mode: ActionMode = action_mode
-        self.difficulty = int(difficulty)
-        self.split: Split = split
+        self.action_mode: ActionMode = checks.choice("action_mode", action_mode, ("text", "numeric"))
+        self.difficulty = checks.integer("difficulty", difficulty, 0, MAX_DIFFICULTY)
+        self.split: Split = checks.choice("split", split, ("train", "test"))
+        checks.choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         self.render_mode = render_mode
         self.task_seed: int | None = None
         self.turn = 0

@@ -20,6 +20,7 @@ owns the rest, the same for every such family:
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,23 +29,46 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.backend import BackendHandle, call_with_blame
 from visrl_envs.core.base import Outcome, PendingStep, VisualEnv
 from visrl_envs.core.errors import ActionError, BackendCrash, BackendError
 from visrl_envs.core.files import PathList, collect_files
-from visrl_envs.core.images import as_uint8_rgb, fit_square, side_by_side
+from visrl_envs.core.imagery import IMAGE_SUFFIXES, check_user_images, load_image
+from visrl_envs.core.images import fit_square, side_by_side
 from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
 from visrl_envs.core.tools import Answer
 
 #: Grey gap between the target (left) and the render (right) in ``render()`` frames.
 PANEL_GAP = 4
-RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 RewardFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 class ProgramError(ActionError):
     """The agent's program was refused or could not be rendered (the message says why)."""
+
+
+class RewardFunctionError(RuntimeError):
+    """The user's ``reward_fn`` raised or returned a non-finite value (a bug in that function: it
+    propagates out of ``step`` instead of becoming a NaN reward or a blamed agent)."""
+
+
+def _similarity_weights(weights: Any) -> SimilarityWeights:
+    """``SimilarityWeights`` from an instance, a dict of its terms (terms not named weigh 0), or
+    ``None`` (the defaults 0.3 / 0.4 / 0.3)."""
+    if weights is None:
+        return SimilarityWeights()
+    if isinstance(weights, dict):
+        unknown = set(weights) - {"pixel", "ssim", "edge"}
+        if unknown:
+            raise ValueError(f"weights has unknown terms {sorted(unknown)}; the terms are pixel, ssim, edge")
+        given = {k: checks.number(f"weights[{k!r}]", v, 0.0) for k, v in weights.items()}
+        weights = SimilarityWeights(**{"pixel": 0.0, "ssim": 0.0, "edge": 0.0, **given})  # unnamed terms: 0
+    if not isinstance(weights, SimilarityWeights):
+        raise TypeError(f"weights must be a SimilarityWeights or a dict of pixel/ssim/edge, got {weights!r}")
+    weights.normalised()
+    return weights
 
 
 class Renderer(Protocol):
@@ -97,30 +121,27 @@ class RenderFeedbackEnv(VisualEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.size = int(size or self.default_size[self.action_mode])
-        if self.size < 64:
-            raise ValueError("size must be at least 64 px")
-        if max_turns < 1:
-            raise ValueError("max_turns must be >= 1")
-        if reward_fn_mode not in ("add", "replace"):
-            raise ValueError("reward_fn_mode must be 'add' or 'replace'")
-        if not 0 <= length_weight < 1:
-            raise ValueError("length_weight must be in [0, 1)")
-        if show_target not in ("first", "every_turn"):
-            raise ValueError("show_target must be 'first' or 'every_turn'")
-        self.max_turns = int(max_turns)
-        self.weights = weights or SimilarityWeights()
-        self.weights.normalised()
-        self.length_weight = float(length_weight)
-        self.reward_fn = reward_fn
-        self.reward_fn_mode = reward_fn_mode
-        self.reward_fn_weight = float(reward_fn_weight)
-        self.success_threshold = float(success_threshold)
-        self.render_timeout_s = float(render_timeout_s)
-        self.metric_size = metric_size
-        self.show_target = show_target
-        suffixes = set(RASTER_SUFFIXES | self.code_suffixes)
-        self._target_files = collect_files(targets, suffixes, "target") if targets is not None else None
+        self.size = checks.image_side("size", self.default_size[self.action_mode] if size is None else size)
+        self.max_turns = checks.integer("max_turns", max_turns, 1, 1000)
+        self.weights = _similarity_weights(weights)
+        self.length_weight = checks.number("length_weight", length_weight, 0.0, 1.0, open_high=True)
+        self.reward_fn_mode = checks.choice("reward_fn_mode", reward_fn_mode, ("add", "replace"))
+        self.reward_fn_weight = checks.number("reward_fn_weight", reward_fn_weight)
+        self.reward_fn = checks.function("reward_fn", reward_fn) if reward_fn is not None else None
+        if self.reward_fn is None and (reward_fn_mode != "add" or reward_fn_weight != 1.0):
+            raise ValueError("reward_fn_mode and reward_fn_weight apply to a reward_fn; none was given")
+        if self.reward_fn_mode == "replace" and reward_fn_weight != 1.0:
+            raise ValueError(
+                "reward_fn_weight applies in reward_fn_mode='add' only; in 'replace' the reward_fn's value "
+                "takes the normalised similarity's place (scale it inside your function)"
+            )
+        self.success_threshold = checks.number("success_threshold", success_threshold, 0.0, 1.0)
+        self.render_timeout_s = checks.number("render_timeout_s", render_timeout_s, 0.0, 600.0)
+        if self.render_timeout_s <= 0:
+            raise ValueError(f"render_timeout_s must be > 0, got {render_timeout_s}")
+        self.metric_size = checks.integer("metric_size", metric_size, 16, 2048) if metric_size is not None else None
+        self.show_target = checks.choice("show_target", show_target, ("first", "every_turn"))
+        self._target_files = self._check_target_files(targets) if targets is not None else None
         self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
         self.renderer: BackendHandle[Renderer] = self.add_backend(f"{self.language} renderer", self._renderer_factory())
         image = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
@@ -230,12 +251,29 @@ class RenderFeedbackEnv(VisualEnv):
         """The program of a user target file (families decode compressed variants)."""
         return path.read_text(encoding="utf-8", errors="replace")
 
-    def _read_raster(self, path: Path) -> np.ndarray:
-        from PIL import Image
+    def _check_code_file(self, path: Path) -> None:
+        """Refuse a user target file in the family's language that cannot be a program (raise
+        ``ValueError`` with the reason); it is rendered, in the sandbox, when a task draws it."""
 
-        with Image.open(path) as im:
-            im.draft("RGB", (self.size, self.size))
-            return fit_square(as_uint8_rgb(im.convert("RGBA")), self.size)
+    def _check_target_files(self, targets: PathList) -> list[Path]:
+        """Every user target file, checked now: rasters decoded (at least 32 px a side), programs
+        checked by :meth:`_check_code_file`. One ``ValueError`` names the first bad file."""
+        accepted = sorted(IMAGE_SUFFIXES | self.code_suffixes)
+        files = collect_files(targets, set(accepted), "target")
+        code = [f for f in files if f.suffix.lower() in self.code_suffixes]
+        rasters = [f for f in files if f.suffix.lower() not in self.code_suffixes]
+        if rasters:
+            check_user_images(rasters, "target", accepted)
+        for path in code:
+            try:
+                self._check_code_file(path)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"target file {path} is not a usable {self.language} program: {err}") from None
+        return files
+
+    def _read_raster(self, path: Path) -> np.ndarray:
+        """A raster target, letterboxed on white (transparency composited onto white)."""
+        return fit_square(np.asarray(load_image(path), dtype=np.uint8), self.size)
 
     def _task_text(self) -> str:
         return (
@@ -314,7 +352,7 @@ class RenderFeedbackEnv(VisualEnv):
         self.metrics = self._measure(image)
         similarity = self.normalised(self.metrics["similarity"])
         parts: dict[str, float] = {}
-        custom = float(self.reward_fn(image, self.target)) if self.reward_fn is not None else None
+        custom = self._custom_reward(image) if self.reward_fn is not None else None
         if custom is not None and self.reward_fn_mode == "replace":
             similarity = custom
         w_len = self.length_weight if self.target_code else 0.0
@@ -326,6 +364,19 @@ class RenderFeedbackEnv(VisualEnv):
         gains = {k: v - self._parts.get(k, 0.0) for k, v in parts.items()}
         self._parts = parts
         return gains
+
+    def _custom_reward(self, image: np.ndarray) -> float:
+        """The user's ``reward_fn(render, target)``: an exception or a non-finite value is a bug in
+        that function, reported as :class:`RewardFunctionError` naming it (never a NaN reward)."""
+        assert self.reward_fn is not None and self.target is not None
+        name = getattr(self.reward_fn, "__qualname__", repr(self.reward_fn))
+        try:
+            value = float(self.reward_fn(image.copy(), self.target.copy()))
+        except Exception as err:
+            raise RewardFunctionError(f"reward_fn {name} raised {type(err).__name__}: {err}") from err
+        if not math.isfinite(value):
+            raise RewardFunctionError(f"reward_fn {name} returned {value}; it must return a finite number")
+        return value
 
     @property
     def code(self) -> str:

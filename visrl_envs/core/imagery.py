@@ -54,7 +54,30 @@ def _builtin_paths() -> dict[str, Path]:
     sk = _package_dir("skimage", "data")
     sklearn = _package_dir("sklearn", "datasets", "images")
     mpl = _package_dir("matplotlib", "mpl-data", "sample_data")
-    names = ["astronaut.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png", "coins.png", "color.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png", "motorcycle_left.png", "phantom.png", "retina.jpg", "rocket.jpg", "text.png", "brick.png", "grass.png", "gravel.png", "moon.png", "page.png"]
+    names = [
+        "astronaut.png",
+        "camera.png",
+        "cell.png",
+        "chelsea.png",
+        "clock_motion.png",
+        "coffee.png",
+        "coins.png",
+        "color.png",
+        "horse.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "logo.png",
+        "motorcycle_left.png",
+        "phantom.png",
+        "retina.jpg",
+        "rocket.jpg",
+        "text.png",
+        "brick.png",
+        "grass.png",
+        "gravel.png",
+        "moon.png",
+        "page.png",
+    ]
     paths = {n.split(".")[0].removesuffix("_deep_field").removesuffix("_left"): sk / n for n in names}
     paths |= {"china": sklearn / "china.jpg", "flower": sklearn / "flower.jpg"}
     paths |= {"grace_hopper": mpl / "grace_hopper.jpg", "jacksboro": mpl / "jacksboro_fault_dem.npz"}
@@ -111,12 +134,8 @@ def check_user_images(paths: PathList, what: str, suffixes: Iterable[str] = IMAG
     """The files named by ``paths``, each decoded once to prove it is an image of at least
     :data:`MIN_SIDE` px a side. Raises one ``ValueError`` naming the first bad file."""
     allowed = sorted(suffixes)
-    if isinstance(paths, str) and not paths.strip():
-        raise ValueError(f"{what} is an empty string; give image files or directories ({', '.join(allowed)})")
     files = collect_files(paths, set(allowed), what)
     for path in files:
-        if path.suffix.lower() not in allowed:
-            raise ValueError(f"{what} file {path} has an unsupported type; accepted: {', '.join(allowed)}")
         try:
             image = load_image(path)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for broken files

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.base import VisualEnv
 from visrl_envs.core.files import PathList
 from visrl_envs.core.imagery import ImagePool
@@ -69,15 +70,16 @@ class JigsawEnv(VisualEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.size = int(size or DEFAULT_SIZE[self.action_mode])
-        if level is not None and not 0 <= level < len(LADDER):
-            raise ValueError(f"level must be in 0..{len(LADDER) - 1}, got {level}")
-        self.level = self.difficulty_levels[self.difficulty] if level is None else int(level)
+        self.size = checks.image_side("size", DEFAULT_SIZE[self.action_mode] if size is None else size)
+        level = self.difficulty_levels[self.difficulty] if level is None else level
+        self.level = checks.integer("level", level, 0, len(LADDER) - 1)
         rung = LADDER[self.level]
         if grid is not None:
-            rows, cols = int(grid[0]), int(grid[1])
-            if rows < 1 or cols < 1 or rows * cols < 2 or rows * cols > 64:
-                raise ValueError(f"grid must have 2 to 64 tiles, got {grid}")
+            if not isinstance(grid, tuple | list) or len(grid) != 2:
+                raise TypeError(f"grid must be a (rows, cols) pair, got {grid!r}")
+            rows, cols = checks.integer("grid rows", grid[0], 1, 64), checks.integer("grid cols", grid[1], 1, 64)
+            if not 2 <= rows * cols <= 64:
+                raise ValueError(f"grid must have 2 to 64 tiles, got {rows}x{cols}")
         else:
             rows, cols = rung.grid
         self.grid: tuple[int, int] = (rows, cols)
@@ -86,12 +88,11 @@ class JigsawEnv(VisualEnv):
             if self.size % r or self.size % c:
                 raise ValueError(f"size {self.size} is not divisible by the {r}x{c} grid")
         self.n_tiles = rows * cols
-        self.mask_ratio = float(mask_ratio if mask_ratio is not None else rung.mask_ratio)
+        ratio = rung.mask_ratio if mask_ratio is None else mask_ratio
+        self.mask_ratio = checks.number("mask_ratio", ratio, 0.0, 0.5, open_high=True)
         self.low_texture_share = rung.low_texture
-        if not 0 <= self.mask_ratio < 0.5:
-            raise ValueError("mask_ratio must be in [0, 0.5)")
-        self.labels = bool(labels)
-        self.grid_lines = bool(grid_lines)
+        self.labels = checks.flag("labels", labels)
+        self.grid_lines = checks.flag("grid_lines", grid_lines)
         self._pool = ImagePool(self.split, images, image_source)
         self.board: TileBoard | None = None
         self.rows, self.cols = rows, cols

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.base import Outcome
 from visrl_envs.core.tools import Answer, AnswerFormat, ToolSet, answer_text
 from visrl_envs.envs.jigsaw.base import JigsawEnv, grid_string
@@ -19,9 +20,7 @@ class JigsawQuestionEnv(JigsawEnv):
 
     def __init__(self, *, max_attempts: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        self.max_attempts = int(max_attempts)
+        self.max_attempts = checks.integer("max_attempts", max_attempts, 1, 100)
 
     @property
     def horizon(self) -> int:
@@ -92,9 +91,7 @@ class JigsawFullEnv(JigsawQuestionEnv):
 
     def __init__(self, *, scoring: str = "fraction", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if scoring not in ("fraction", "exact", "connections"):
-            raise ValueError(f"scoring must be 'fraction', 'exact' or 'connections', got {scoring!r}")
-        self.scoring = scoring
+        self.scoring = checks.choice("scoring", scoring, ("fraction", "exact", "connections"))
         self.tools = self._toolset(*self.grid)
         n = self.n_tiles
         self._set_spaces(

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.base import Outcome
 from visrl_envs.core.tools import (
     ActionError,
@@ -90,9 +91,7 @@ class JigsawSwapEnv(JigsawEnv):
 
     def __init__(self, *, swaps: str = "any", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if swaps not in ("any", "adjacent"):
-            raise ValueError(f"swaps must be 'any' or 'adjacent', got {swaps!r}")
-        self.swaps = swaps
+        self.swaps = checks.choice("swaps", swaps, ("any", "adjacent"))
         self._selected: int | None = None  # tile picked by a first click in `visrl play`
         n = self.n_tiles
         self.tools = ToolSet(

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from visrl_envs.core import checks
 from visrl_envs.core.errors import ActionError
 from visrl_envs.core.feedback import Renderer, RenderFeedbackEnv
 from visrl_envs.core.images import resize
@@ -19,7 +20,7 @@ from visrl_envs.core.vector import batched_vector_entry_point
 from visrl_envs.envs.svg.backend import SvgRasterizer
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import CANVAS, CELL, GRID, PALETTE, SHAPES, generate_svg, svg_document, task_palette
-from visrl_envs.envs.svg.raster import MAX_SVG_BYTES, gunzip_bounded
+from visrl_envs.envs.svg.raster import MAX_GUNZIPPED, MAX_SVG_BYTES, check_svg, gunzip_bounded
 
 PRIMITIVE_BUDGET = {0: 8, 1: 16, 2: 24, 3: 32}
 _NVEC = (len(SHAPES), GRID, GRID, GRID, GRID, len(PALETTE))
@@ -104,7 +105,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
     ## Arguments
     ``size``, ``max_turns``, ``max_primitives``, ``targets`` (SVG/SVGZ/PNG/JPEG files or directories; used by
     both splits, whose task seeds still differ; non-square rasters are letterboxed on white),
-    ``weights`` (:class:`SimilarityWeights`), ``metric_size`` (``None`` scores at full size), ``length_weight``,
+    ``weights`` (:class:`SimilarityWeights`, or a dict such as ``{"pixel": 1}``: terms not named weigh 0), ``metric_size`` (``None`` scores at full size), ``length_weight``,
     ``reward_fn``, ``reward_fn_mode``, ``reward_fn_weight``, ``success_threshold``, ``render_timeout_s``,
     ``show_target`` (``"first"`` or ``"every_turn"``), plus the common ones.
 
@@ -128,9 +129,8 @@ class SvgRenderEnv(RenderFeedbackEnv):
     def __init__(self, *, max_primitives: int | None = None, **kwargs: Any) -> None:
         self.tools = ToolSet(answer=AnswerFormat("code", "the complete SVG program", language="svg"))
         super().__init__(**kwargs)
-        self.max_primitives = int(max_primitives or PRIMITIVE_BUDGET[self.difficulty])
-        if self.max_primitives < 1:
-            raise ValueError("max_primitives must be >= 1")
+        budget = PRIMITIVE_BUDGET[self.difficulty] if max_primitives is None else max_primitives
+        self.max_primitives = checks.integer("max_primitives", budget, 1, 1000)
         self.canvas = PrimitiveCanvas(self.size)
         self.palette: list[str] = list(PALETTE)
 
@@ -145,6 +145,8 @@ class SvgRenderEnv(RenderFeedbackEnv):
         return rasterizer.render_trusted(code, self.size), code
 
     def _read_code_file(self, path: Path) -> str:
+        if path.stat().st_size > MAX_GUNZIPPED:
+            raise ValueError(f"target {path} has {path.stat().st_size} bytes; the limit is {MAX_GUNZIPPED}")
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
             try:
@@ -152,6 +154,11 @@ class SvgRenderEnv(RenderFeedbackEnv):
             except ValueError as err:
                 raise ValueError(f"target {path}: {err}") from None
         return data.decode("utf-8", errors="replace")
+
+    def _check_code_file(self, path: Path) -> None:
+        """The checks the sandbox makes before rendering (size, XML, depth, references, ...): they
+        parse with defusedxml, which is safe on hostile files, so they run here, at build time."""
+        check_svg(self._read_code_file(path).encode("utf-8"))
 
     @property
     def horizon(self) -> int:
