@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 APT_PACKAGES := libcairo2 fonts-dejavu-core
 STAMP := .install.stamp
 
-.PHONY: install run test test-slow bench lint clean
+.PHONY: install run test test-slow bench learning lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ test-slow: install
 
 bench: install
 	$(PYTHON) -m benchmarks.throughput
+
+learning: install
+	$(PYTHON) -m benchmarks.learning
 
 lint: install
 	$(PYTHON) -m ruff check .

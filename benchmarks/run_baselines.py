@@ -13,7 +13,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,35 @@ from agents.scripted import NullAgent, OracleAgent, RandomAgent
 from benchmarks.stats import bootstrap_ci, iqm
 
 OUT = Path(__file__).parent
-ENVS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("visrl/SvgRender-v1", {}),
-    ("visrl/Jigsaw-v1", {}),
-    ("visrl/JigsawFull-v1", {}),
-    ("visrl/JigsawPair-v1", {}),
+
+
+def raster_targets() -> list[str]:
+    """Packaged photos as raster SvgRender targets (no reference SVG: the oracle can only
+    approximate them, with a 32 x 32 mosaic of rectangles)."""
+    from visrl_envs.core.imagery import PHOTOS, _builtin_paths
+
+    paths = _builtin_paths()
+    return [str(paths[name]) for name in PHOTOS["test"] if paths[name].suffix != ".npz"]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One benchmarked env: an id, its kwargs, a label for the variant, what to run."""
+
+    env_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    variant: str = "procedural"
+    interfaces: tuple[str, ...] = ("text", "numeric")
+    difficulties: tuple[int, ...] = (0, 1, 2, 3)
+
+
+ENVS: tuple[EnvConfig, ...] = (
+    EnvConfig("visrl/SvgRender-v1"),
+    # raster targets: reported apart, since their "oracle" is a mosaic, not the hidden program
+    EnvConfig("visrl/SvgRender-v1", {"targets": raster_targets()}, "raster photos", ("text",), (0,)),
+    EnvConfig("visrl/Jigsaw-v1"),
+    EnvConfig("visrl/JigsawFull-v1"),
+    EnvConfig("visrl/JigsawPair-v1"),
 )
 AGENTS: dict[str, Callable[[], Agent]] = {"null": NullAgent, "random": RandomAgent, "oracle": OracleAgent}
 #: Agents that act on one interface only.
@@ -44,6 +68,7 @@ TEXT_ONLY = {"null"}
 @dataclass
 class Cell:
     env_id: str
+    variant: str
     interface: str
     difficulty: int
     agent: str
@@ -58,10 +83,9 @@ class Cell:
     seconds: float
 
 
-def run_cell(
-    env_id: str, kwargs: dict[str, Any], interface: str, difficulty: int, agent_name: str, episodes: int
-) -> Cell:
-    env = gym.make(env_id, action_mode=interface, difficulty=difficulty, split="test", **kwargs)
+def run_cell(config: EnvConfig, interface: str, difficulty: int, agent_name: str, episodes: int) -> Cell:
+    env_id = config.env_id
+    env = gym.make(env_id, action_mode=interface, difficulty=difficulty, split="test", **config.kwargs)
     agent = AGENTS[agent_name]()
     scores, successes, returns, lengths = [], [], [], []
     start = time.perf_counter()
@@ -85,6 +109,7 @@ def run_cell(
     point, low, high = bootstrap_ci(np.array(scores))
     return Cell(
         env_id,
+        config.variant,
         interface,
         difficulty,
         agent_name,
@@ -100,6 +125,14 @@ def run_cell(
     )
 
 
+def label(c: Cell) -> str:
+    return f"`{c.env_id}`" + (f" ({c.variant})" if c.variant != "procedural" else "")
+
+
+def agent_label(c: Cell) -> str:
+    return "oracle (32x32 mosaic)" if c.agent == "oracle" and c.variant == "raster photos" else c.agent
+
+
 def markdown(cells: list[Cell]) -> str:
     lines = [
         "| env | interface | difficulty | agent | score (95% CI) | IQM | success | return | steps |",
@@ -107,7 +140,7 @@ def markdown(cells: list[Cell]) -> str:
     ]
     for c in cells:
         lines.append(
-            f"| `{c.env_id}` | {c.interface} | {c.difficulty} | {c.agent} | {c.score:.3f} [{c.score_low:.3f}, "
+            f"| {label(c)} | {c.interface} | {c.difficulty} | {agent_label(c)} | {c.score:.3f} [{c.score_low:.3f}, "
             f"{c.score_high:.3f}] | {c.score_iqm:.3f} | {c.success_rate:.2f} | {c.mean_return:+.3f} | {c.mean_steps:.1f} |"
         )
     return "\n".join(lines)
@@ -119,18 +152,24 @@ def plot(cells: list[Cell], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    env_ids = list(dict.fromkeys(c.env_id for c in cells))
-    fig, axes = plt.subplots(1, len(env_ids), figsize=(4.2 * len(env_ids), 3.4), sharey=True, squeeze=False)
+    panels = list(dict.fromkeys((c.env_id, c.variant) for c in cells))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True, squeeze=False)
     series = sorted({(c.agent, c.interface) for c in cells})
     width = 0.8 / len(series)
-    for ax, env_id in zip(axes[0], env_ids, strict=True):
+    for ax, (env_id, variant) in zip(axes[0], panels, strict=True):
         for k, (agent, interface) in enumerate(series):
-            sel = [c for c in cells if c.env_id == env_id and c.agent == agent and c.interface == interface]
+            sel = [
+                c
+                for c in cells
+                if (c.env_id, c.variant) == (env_id, variant) and c.agent == agent and c.interface == interface
+            ]
+            if not sel:
+                continue
             x = np.array([c.difficulty for c in sel]) + (k - (len(series) - 1) / 2) * width
             y = np.array([c.score for c in sel])
             err = np.array([[c.score - c.score_low for c in sel], [c.score_high - c.score for c in sel]])
-            ax.bar(x, y, width, yerr=err, capsize=2, label=f"{agent} ({interface})")
-        ax.set_title(env_id.removeprefix("visrl/"))
+            ax.bar(x, y, width, yerr=err, capsize=2, label=f"{agent_label(sel[0])} ({interface})")
+        ax.set_title(env_id.removeprefix("visrl/") + ("" if variant == "procedural" else f"\n({variant})"))
         ax.set_xlabel("difficulty")
         ax.set_xticks(range(4))
         ax.set_ylim(0, 1.05)
@@ -141,18 +180,30 @@ def plot(cells: list[Cell], path: Path) -> None:
     plt.close(fig)
 
 
+def learning_section(directory: Path) -> str:
+    """The trained SB3 agents' rows (``make learning`` writes ``learning.json``), or how to make them."""
+    from benchmarks.learning import Summary
+    from benchmarks.learning import markdown as learning_markdown
+
+    path = directory / "learning.json"
+    if not path.exists():
+        return "SB3 agents: run `make learning` (about 45 CPU-minutes) to add their rows here.\n"
+    data = json.loads(path.read_text())
+    return learning_markdown([Summary(**s) for s in data["summaries"]], data["command"])
+
+
 def main(argv: list[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=50, help="episodes (test-split seeds 0..N-1) per cell")
-    parser.add_argument("--envs", nargs="*", default=[e for e, _ in ENVS])
+    parser.add_argument("--envs", nargs="*", default=list(dict.fromkeys(c.env_id for c in ENVS)))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     jobs = [
-        (e, kw, i, d, a)
-        for e, kw in ENVS
-        if e in args.envs
-        for i in ("text", "numeric")
-        for d in range(4)
+        (config, i, d, a)
+        for config in ENVS
+        if config.env_id in args.envs
+        for i in config.interfaces
+        for d in config.difficulties
         for a in AGENTS
         if i == "text" or a not in TEXT_ONLY
     ]
@@ -161,19 +212,19 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("baselines", total=len(jobs))
-        for env_id, kwargs, interface, difficulty, agent in jobs:
-            progress.update(task, description=f"{env_id} {interface} d{difficulty} {agent}")
-            cells.append(run_cell(env_id, kwargs, interface, difficulty, agent, args.episodes))
+        for config, interface, difficulty, agent in jobs:
+            progress.update(task, description=f"{config.env_id} ({config.variant}) {interface} d{difficulty} {agent}")
+            cells.append(run_cell(config, interface, difficulty, agent, args.episodes))
             progress.advance(task)
     table = Table(title=f"visrl baselines ({args.episodes} test episodes per cell)")
     for col in ("env", "interface", "d", "agent", "score [95% CI]", "IQM", "success", "return", "steps"):
         table.add_column(col)
     for c in cells:
         table.add_row(
-            c.env_id,
+            label(c).replace("`", ""),
             c.interface,
             str(c.difficulty),
-            c.agent,
+            agent_label(c),
             f"{c.score:.3f} [{c.score_low:.3f}, {c.score_high:.3f}]",
             f"{c.score_iqm:.3f}",
             f"{c.success_rate:.2f}",
@@ -187,7 +238,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         f"# visrl baselines\n\n{stamp}. `make run` regenerates this file, `baselines.json` and `baselines.png`.\n\n"
         f"Test split, seeds 0..{args.episodes - 1} per cell; score = `info['score']` at episode end (mean, 95% "
         "percentile-bootstrap CI), IQM over episodes, success rate, mean return, mean steps.\n\n"
-        f"![baselines](baselines.png)\n\n{markdown(cells)}\n"
+        f"![baselines](baselines.png)\n\n{markdown(cells)}\n\n{learning_section(args.out)}"
     )
     (args.out / "baselines.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
     plot(cells, args.out / "baselines.png")

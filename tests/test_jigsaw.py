@@ -164,11 +164,25 @@ def test_pair_text_and_numeric_agree() -> None:
         for choice in range(8):
             text.reset(seed=seed)
             numeric.reset(seed=seed)
-            r_text = text.step(text.unwrapped._action_text(choice))[1]
+            r_text = text.step(numeric.unwrapped.numeric_to_text(choice))[1]
             r_num = numeric.step(choice)[1]
             assert r_text == r_num
     obs, _ = numeric.reset(seed=1)
     assert obs["query"].sum() == 2
+
+
+def test_pair_numeric_answer_ignores_the_query_order() -> None:
+    # on a 1-D board the numeric answer is "is the board in its original order?", whichever of k, l
+    # comes first in the question: no parity of image and query to learn
+    env = gym.make("visrl/JigsawPair-v1", difficulty=0, action_mode="numeric")
+    seen = set()
+    for seed in range(40):
+        env.reset(seed=seed)
+        base = env.unwrapped
+        in_order = bool(np.array_equal(base.board.perm, np.arange(2)))
+        assert base.oracle_numeric() == (0 if in_order else 1)
+        seen.add((base.pair[0] < base.pair[1], in_order))
+    assert len(seen) == 4  # both query orders, both arrangements
 
 
 def test_pair_choices_are_one_dimensional_on_a_row() -> None:

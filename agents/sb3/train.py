@@ -98,18 +98,20 @@ def train(
 
 
 class SB3Agent:
-    """Wraps a trained SB3 model in the agent protocol (deterministic actions)."""
+    """Wraps a trained SB3 model in the agent protocol: the most likely action (``deterministic``),
+    or one sampled from the policy."""
 
-    def __init__(self, model: Any, name: str = "sb3") -> None:
+    def __init__(self, model: Any, name: str = "sb3", deterministic: bool = True) -> None:
         self.model = model
         self.name = name
+        self.deterministic = deterministic
 
     def reset(self, env: gym.Env, seed: int | None = None) -> None:
         if getattr(env.unwrapped, "action_mode", None) != "numeric":
             raise ValueError("SB3 agents act on the numeric interface")
 
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
-        action, _ = self.model.predict(observation, deterministic=True)
+        action, _ = self.model.predict(observation, deterministic=self.deterministic)
         return action
 
 
