@@ -113,7 +113,7 @@ def svg_rows(repeats: int) -> list[Row]:
     rows = []
     for size in (64, 128, 256):
         for difficulty in (0, 2):
-            env = gym.make("visrl/SvgRender-v1", size=size, difficulty=difficulty, max_turns=10**6)
+            env = gym.make("visrl/SvgRender-v1", size=size, difficulty=difficulty, max_turns=1000)
             env.reset(seed=1)
             base: Any = env.unwrapped
             code = base.target_code
@@ -170,7 +170,7 @@ def svg_rows(repeats: int) -> list[Row]:
         )
         env.close()
     for mode in ("sync", None):  # None: the registry's vector entry point (one render call per step)
-        envs: Any = gym.make_vec("visrl/SvgRender-v1", num_envs=4, vectorization_mode=mode, size=128, max_turns=10**6)
+        envs: Any = gym.make_vec("visrl/SvgRender-v1", num_envs=4, vectorization_mode=mode, size=128, max_turns=1000)
         envs.reset(seed=0)
         programs = tuple(
             code.replace("</svg>", '<rect x="3" y="3" width="9" height="9" fill="#123456"/></svg>')
@@ -205,8 +205,8 @@ def svg_rows(repeats: int) -> list[Row]:
 def jigsaw_rows(repeats: int) -> list[Row]:
     rows = []
     rng = np.random.default_rng(0)
-    for difficulty in (1, 3):
-        env = gym.make("visrl/Jigsaw-v1", action_mode="numeric", difficulty=difficulty)
+    for level in (2, 6):  # 2x2, and 4x4 with masked borders (the ladder's first and last rungs)
+        env = gym.make("visrl/Jigsaw-v1", action_mode="numeric", level=level)
         base_env: Any = env.unwrapped
         actions = [base_env.sample_numeric_action(rng) for _ in range(256)]
         env_rate = step_rate(env, actions, 20000, repeats)
@@ -232,7 +232,7 @@ def jigsaw_rows(repeats: int) -> list[Row]:
         rows.append(Row(f"Jigsaw numeric step, 84 px, {grid} (unwrapped)", raw, base, bare_rate))
         rows.append(Row(f"Jigsaw numeric step, 84 px, {grid} (gym.make, resets included)", with_resets))
         env.close()
-    env = gym.make("visrl/Jigsaw-v1", difficulty=2)
+    env = gym.make("visrl/Jigsaw-v1", level=3)  # 3x3
     env.reset(seed=0)
     jigsaw: Any = env.unwrapped
     texts = [jigsaw.sample_text_action(rng) for _ in range(64)]
@@ -240,13 +240,13 @@ def jigsaw_rows(repeats: int) -> list[Row]:
     seeds = iter(range(10**6))
     rows.append(
         Row(
-            "Jigsaw reset, 336 px, 3x3 (augment + cut + shuffle)",
+            "Jigsaw reset, 336 px, 3x3 (scene or augmented photo + cut + shuffle)",
             rate(lambda: env.reset(seed=next(seeds)), 300, repeats),
         )
     )
     env.close()
     for mode in ("sync", "async"):
-        envs = gym.make_vec("visrl/Jigsaw-v1", num_envs=2, vectorization_mode=mode, action_mode="numeric", difficulty=3)
+        envs = gym.make_vec("visrl/Jigsaw-v1", num_envs=2, vectorization_mode=mode, action_mode="numeric", level=6)
         envs.reset(seed=0)
         acts = [envs.action_space.sample() for _ in range(64)]
         vector_rate = 2 * rate(cycling(envs.step, acts), 3000, repeats)

@@ -5,7 +5,7 @@ it as is (NatureCNN per image, flatten per vector); no wrapper is needed. Traini
 split; the report compares the trained agent with the random and oracle agents on the test split,
 with 95% bootstrap confidence intervals.
 
-    python -m agents.sb3.train visrl/Jigsaw-v1 --algo ppo --steps 60000 --difficulty 0
+    python -m agents.sb3.train visrl/JigsawPair-v1 --algo ppo --steps 36000 --difficulty 0
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def make_vec_env(env_id: str, n_envs: int = 8, seed: int = 0, **env_kwargs: Any)
 def train(
     env_id: str,
     algo: str = "ppo",
-    total_timesteps: int = 60_000,
+    total_timesteps: int = 36_000,
     seed: int = 0,
     n_envs: int = 8,
     verbose: int = 0,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("env_id")
     parser.add_argument("--algo", default="ppo", choices=ALGORITHMS)
-    parser.add_argument("--steps", type=int, default=60_000)
+    parser.add_argument("--steps", type=int, default=36_000)
     parser.add_argument("--difficulty", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=100, help="test-split episodes per agent in the report")

@@ -211,8 +211,9 @@ class RenderFeedbackEnv(VisualEnv):
             self.target, self.target_code = self._load_target(int(rng.integers(len(self._target_files))))
         self._similarity = TargetSimilarity(self.target, self.weights, self.metric_size)
         self.render_image = self._blank_image()
-        self._blank_similarity = self._similarity.terms(self.render_image)["similarity"]
-        self.metrics = self._measure(self.render_image)
+        blank = self._similarity.terms(self.render_image)
+        self._blank_similarity = blank["similarity"]
+        self.metrics = {**blank, "blank_similarity": self._blank_similarity, "score": 0.0}
         self._clear_canvas()
         self._code = ""
         self._parts = {}

@@ -339,4 +339,4 @@ class JigsawPairEnv(JigsawQuestionEnv):
         return answer_text("A")
 
     def oracle_text(self) -> str:
-        return self._action_text(self.oracle_numeric())
+        return self.numeric_to_text(self.oracle_numeric())

@@ -29,6 +29,12 @@ class PrimitiveCanvas:
         self._ctx: Any = None
         self._reset_surface()
 
+    def set_palette(self, palette: list[str]) -> None:
+        """Draw with ``palette`` from now on (only on an empty canvas: drawn colours would change meaning)."""
+        if self.primitives:
+            raise RuntimeError("the palette of a canvas with primitives on it cannot change")
+        self._set_palette(palette)
+
     def _set_palette(self, palette: list[str]) -> None:
         self.palette = list(palette)
         self._rgb = [tuple(int(h[i : i + 2], 16) / 255 for i in (1, 3, 5)) for h in self.palette]

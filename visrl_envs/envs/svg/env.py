@@ -134,7 +134,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
         budget = PRIMITIVE_BUDGET[self.difficulty] if max_primitives is None else max_primitives
         self.max_primitives = checks.integer("max_primitives", budget, 1, 1000)
         self.canvas = PrimitiveCanvas(self.size)
-        self.palette: list[str] = list(PALETTE)
+        self._palette: list[str] | None = None
 
     # -- renderer and targets -----------------------------------------------------------------------
     def _renderer_factory(self) -> Callable[[], Renderer]:
@@ -188,8 +188,21 @@ class SvgRenderEnv(RenderFeedbackEnv):
 
     def _clear_canvas(self) -> None:
         assert self.target is not None
-        self.palette = task_palette(self.target_code, self.target)
-        self.canvas.clear(self.palette)
+        self._palette = None  # made on first use: only numeric actions need it
+        self.canvas.clear()
+
+    @property
+    def palette(self) -> list[str]:
+        """This task's 16 colours of the numeric interface (:func:`task_palette` of the target)."""
+        return self._ensure_palette()
+
+    def _ensure_palette(self) -> list[str]:
+        """Make the task's palette on first use and hand it to the canvas (still empty then)."""
+        if self._palette is None:
+            assert self.target is not None
+            self._palette = task_palette(self.target_code, self.target)
+            self.canvas.set_palette(self._palette)
+        return self._palette
 
     def _numeric_extra_space(self) -> dict[str, spaces.Space]:
         # flat (48,): SB3 warns on 2-D vectors, and MultiInputPolicy flattens them anyway
@@ -201,6 +214,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
 
     def _draw_numeric(self, action: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """(shape, x0, y0, x1, y1, colour), validated against the MultiDiscrete space."""
+        self._ensure_palette()
         self.canvas.draw(*action)
         return self.canvas.array(), self.canvas.code_length
 
@@ -212,6 +226,7 @@ class SvgRenderEnv(RenderFeedbackEnv):
     def _action_text(self, action: Any) -> str:
         """A primitive as text: the current canvas program with the primitive added."""
         if isinstance(action, tuple):
+            self._ensure_palette()
             body = "".join(self.canvas.primitive_svg(p) for p in [*self.canvas.primitives, action])
             return answer_text(svg_document(body))
         return super()._action_text(action)
