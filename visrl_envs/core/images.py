@@ -6,21 +6,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def as_uint8_rgb(image: np.ndarray | Image.Image) -> np.ndarray:
-    """A C-contiguous uint8 HxWx3 copy of a PIL image or an array (gray and RGBA accepted)."""
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"), dtype=np.uint8)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr * 255.0 if arr.dtype.kind == "f" else arr), 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.shape[2] == 4:
-        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
-        arr = np.rint(arr[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    return np.ascontiguousarray(arr[:, :, :3])
-
-
 def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
     """Resize an RGB uint8 image with PIL (box filter when shrinking, bicubic when growing)."""
     width = height if width is None else width
