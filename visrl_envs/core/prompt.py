@@ -99,12 +99,15 @@ def _example_value(schema: dict[str, Any], offset: int) -> Any:
     return [_example_value(s, 0) for s in items]
 
 
-def build_prompt(spec: PromptSpec) -> str:
-    """The human-readable prompt of an episode: task, frame, turns, tools, answer format."""
+def build_prompt(spec: PromptSpec, tools_in_template: bool = False) -> str:
+    """The human-readable prompt of an episode: task, frame, turns, tools, answer format. With
+    ``tools_in_template`` the tool list is left out (a chat template renders ``spec.tools``)."""
     width, height = spec.image_frame
     turns = "1 turn" if spec.max_turns == 1 else f"{spec.max_turns} turns"
     lines = [spec.task.strip(), "", f"Images are {width}x{height} px. You have {turns}."]
-    if spec.tools:
+    if spec.tools and tools_in_template:
+        lines.append("Call at most one tool per turn.")
+    elif spec.tools:
         lines.append("Tools (call at most one per turn):")
         lines += [f"- {signature(t)}: {t['function']['description']}" for t in spec.tools]
         lines.append(f"Call a tool like this: {example_call(spec.tools[0])}")

@@ -1,0 +1,1 @@
+"""Vision-language policies on the text interface: the tiny offline model, the chat formatter."""
