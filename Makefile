@@ -1,7 +1,7 @@
 # The two README commands are `make run` and `make test`; both install first.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-APT_PACKAGES := libcairo2 fonts-dejavu-core
+APT_PACKAGES := libcairo2 fonts-dejavu-core chromium
 STAMP := .install.stamp
 
 .PHONY: install run test test-slow bench learning lint clean

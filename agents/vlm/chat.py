@@ -70,12 +70,16 @@ def images_of(messages: list[Message]) -> list[Any]:
     return found
 
 
-def render(processor: Any, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
-    """The prompt text of ``messages`` under the processor's chat template (ready to generate)."""
+def render(
+    processor: Any, messages: list[Message], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
+) -> str:
+    """The text of ``messages`` under the processor's chat template (by default ready to generate)."""
     plain = [
         {**m, "content": [{k: v for k, v in part.items() if k != "image"} for part in m["content"]]}
         if isinstance(m["content"], list)
         else m
         for m in messages
     ]
-    return processor.apply_chat_template(plain, tools=tools, add_generation_prompt=True, tokenize=False)
+    return processor.apply_chat_template(
+        plain, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
