@@ -83,10 +83,17 @@ class Cell:
     seconds: float
 
 
-def run_cell(config: EnvConfig, interface: str, difficulty: int, agent_name: str, episodes: int) -> Cell:
+def run_cell(
+    config: EnvConfig,
+    interface: str,
+    difficulty: int,
+    agent_name: str,
+    episodes: int,
+    agents: dict[str, Callable[[], Agent]] = AGENTS,
+) -> Cell:
     env_id = config.env_id
     env = gym.make(env_id, action_mode=interface, difficulty=difficulty, split="test", **config.kwargs)
-    agent = AGENTS[agent_name]()
+    agent = agents[agent_name]()
     scores, successes, returns, lengths = [], [], [], []
     start = time.perf_counter()
     for episode in range(episodes):
@@ -197,15 +204,28 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     parser.add_argument("--episodes", type=int, default=50, help="episodes (test-split seeds 0..N-1) per cell")
     parser.add_argument("--envs", nargs="*", default=list(dict.fromkeys(c.env_id for c in ENVS)))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--vlm",
+        default=None,
+        metavar="POLICY",
+        help="also run a VLM policy on the text cells (tiny, hf:PATH, openai:MODEL@URL)",
+    )
     args = parser.parse_args(argv)
+    agents, text_only = dict(AGENTS), set(TEXT_ONLY)
+    if args.vlm:
+        from agents.vlm.agent import VlmAgent, load_policy
+
+        policy = load_policy(args.vlm)
+        agents[f"vlm:{policy.name}"] = lambda: VlmAgent(policy)
+        text_only.add(f"vlm:{policy.name}")
     jobs = [
         (config, i, d, a)
         for config in ENVS
         if config.env_id in args.envs
         for i in config.interfaces
         for d in config.difficulties
-        for a in AGENTS
-        if i == "text" or a not in TEXT_ONLY
+        for a in agents
+        if i == "text" or a not in text_only
     ]
     console = Console(width=max(Console().width, 150))
     cells: list[Cell] = []
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         task = progress.add_task("baselines", total=len(jobs))
         for config, interface, difficulty, agent in jobs:
             progress.update(task, description=f"{config.env_id} ({config.variant}) {interface} d{difficulty} {agent}")
-            cells.append(run_cell(config, interface, difficulty, agent, args.episodes))
+            cells.append(run_cell(config, interface, difficulty, agent, args.episodes, agents))
             progress.advance(task)
     table = Table(title=f"visrl baselines ({args.episodes} test episodes per cell)")
     for col in ("env", "interface", "d", "agent", "score [95% CI]", "IQM", "success", "return", "steps"):

@@ -1,8 +1,10 @@
-"""The ``visrl`` command: ``visrl list``, ``visrl table``, ``visrl docs``, ``visrl play ID``."""
+"""The ``visrl`` command: ``list``, ``table``, ``docs``, ``play ID``, and for VLM agents ``eval``,
+``serve``, ``demos`` and ``view`` (their options live beside their code in ``agents/vlm``)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -28,6 +30,15 @@ def _docs(out: Path) -> None:
         print(f"wrote {out / env_page_name(e)}")
 
 
+#: VLM-agent subcommands: name -> (module with ``add_arguments`` and ``run``, help).
+VLM_COMMANDS = {
+    "eval": ("agents.vlm.evaluate", "evaluate a VLM policy (tiny, hf:PATH, openai:MODEL@URL) on one env or all"),
+    "serve": ("agents.vlm.serve", "serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1"),
+    "demos": ("agents.vlm.demos", "oracle episodes of an env as chat-format SFT data (datasets / TRL)"),
+    "view": ("agents.vlm.viewer", "write the HTML viewer of a saved run (and print transcripts)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from visrl_envs import __version__
 
@@ -42,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     play_parser.add_argument("env_id")
     play_parser.add_argument("--difficulty", type=int, default=0)
     play_parser.add_argument("--seed", type=int, default=0)
+    for name, (module, help_text) in VLM_COMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
+    if args.command in VLM_COMMANDS:
+        return int(importlib.import_module(VLM_COMMANDS[args.command][0]).run(args))
     if args.command == "list":
         _list()
     elif args.command == "table":

@@ -38,7 +38,7 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video
 CHAT_TEMPLATE = (
     "{%- set nl = '\\n' -%}"
     "{%- if tools -%}<|im_start|>system{{ nl }}"
-    "{%- if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{{ nl }}{{ nl }}{% endif -%}"
+    "{%- if messages[0]['role'] == 'system' %}{%- if messages[0]['content'] is string -%}{{ messages[0]['content'] }}{%- else -%}{%- for part in messages[0]['content'] -%}{{ part['text'] }}{%- endfor -%}{%- endif -%}{{ nl }}{{ nl }}{% endif -%}"
     "# Tools{{ nl }}{{ nl }}You may call one function per turn.{{ nl }}{{ nl }}"
     "You are provided with function signatures within <tools></tools> XML tags:{{ nl }}<tools>"
     "{%- for tool in tools %}{{ nl }}{{ tool | tojson }}{%- endfor %}{{ nl }}</tools>{{ nl }}{{ nl }}"
@@ -46,7 +46,7 @@ CHAT_TEMPLATE = (
     "<tool_call></tool_call> XML tags:{{ nl }}<tool_call>{{ nl }}"
     '{"name": <function-name>, "arguments": <args-json-object>}{{ nl }}</tool_call><|im_end|>{{ nl }}'
     "{%- elif messages[0]['role'] == 'system' -%}"
-    "<|im_start|>system{{ nl }}{{ messages[0]['content'] }}<|im_end|>{{ nl }}"
+    "<|im_start|>system{{ nl }}{%- if messages[0]['content'] is string -%}{{ messages[0]['content'] }}{%- else -%}{%- for part in messages[0]['content'] -%}{{ part['text'] }}{%- endfor -%}{%- endif -%}<|im_end|>{{ nl }}"
     "{%- endif -%}"
     "{%- for message in messages -%}{%- if not (loop.first and message['role'] == 'system') -%}"
     "<|im_start|>{{ message['role'] }}{{ nl }}"
