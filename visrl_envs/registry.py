@@ -59,6 +59,14 @@ REGISTRY: tuple[EnvEntry, ...] = (
         "answer the original relative position of two tiles",
         ("answer", "single-turn", "photos"),
     ),
+    EnvEntry(
+        "visrl/ShapeColor-v0",
+        "visrl_envs.envs.toy.shape_color:ShapeColorEnv",
+        "toy",
+        8,
+        "name the colour of the single shape in the image (2-4 options; a trainer-test fixture)",
+        ("answer", "single-turn", "fixture"),
+    ),
 )
 
 
