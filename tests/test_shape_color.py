@@ -173,3 +173,13 @@ def test_thousands_of_episodes_are_cheap() -> None:
     elapsed = time.perf_counter() - start
     assert elapsed < 10.0, f"1000 text episodes took {elapsed:.1f} s"
     env.close()
+
+
+def test_fixed_options_list_the_palette_in_order() -> None:
+    env = gym.make("visrl/ShapeColor-v0", difficulty=1, fixed_options=True)
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        assert "A. red\nB. green\nC. blue" in obs["text"]
+        assert env.step(env.unwrapped.oracle_text())[1] == 1.0
+    with pytest.raises(TypeError, match="fixed_options must be True or False"):
+        gym.make("visrl/ShapeColor-v0", fixed_options="yes")

@@ -188,3 +188,16 @@ def test_the_cli_writes_demos_and_rejects_bad_arguments(tmp_path: Path, capsys: 
         err = capsys.readouterr().err
         assert err.startswith("visrl demos: ") and err.count("\n") == 1, err
     assert len(load_demos(out, cache_dir=tmp_path / "cache2")) == 3, "a rejected run leaves the demos alone"
+
+
+def test_random_actor_demos_teach_the_format_at_chance_level(tmp_path: Path) -> None:
+    out = write_demos(
+        "visrl/ShapeColor-v0", 40, tmp_path / "d", env_kwargs={"max_attempts": 1}, actor="random", progress=False
+    )
+    meta = read_meta(out)
+    assert meta["actor"] == "random" and 0.2 <= meta["succeeded"] / meta["episodes"] <= 0.8
+    rows = load_demos(out, cache_dir=tmp_path / "cache")
+    answers = [m["content"][0]["text"] for row in rows for m in row["messages"] if m["role"] == "assistant"]
+    assert set(answers) <= {"<answer>A</answer>", "<answer>B</answer>"} and len(set(answers)) == 2
+    with pytest.raises(ValueError, match="actor"):
+        write_demos("visrl/ShapeColor-v0", 1, tmp_path / "e", actor="human", progress=False)

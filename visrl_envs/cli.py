@@ -1,5 +1,5 @@
 """The ``visrl`` command: ``list``, ``table``, ``docs``, ``play ID``, and for VLM agents ``eval``,
-``serve``, ``demos`` and ``view`` (their options live beside their code in ``agents/vlm``)."""
+``serve``, ``demos``, ``view`` and ``train vlm`` (their options live beside their code in ``agents/vlm``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ VLM_COMMANDS = {
     "serve": ("agents.vlm.serve", "serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1"),
     "demos": ("agents.vlm.demos", "oracle episodes of an env as chat-format SFT data (datasets / TRL)"),
     "view": ("agents.vlm.viewer", "write the HTML viewer of a saved run (and print transcripts)"),
+    "train": ("agents.vlm.grpo.cli", "train a VLM policy with GRPO on an env's text interface (visrl train vlm)"),
 }
 
 

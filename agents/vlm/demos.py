@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.scripted.random_agent import RandomAgent
 from agents.vlm.chat import ChatFormatter, Message, assistant_message
 
 #: The metadata file :func:`write_demos` writes next to the data.
@@ -71,8 +72,13 @@ def sft_messages(messages: list[Message]) -> tuple[list[Message], list[np.ndarra
     return out, images
 
 
-def oracle_episode(env: Any, seed: int, formatter: ChatFormatter) -> dict[str, Any]:
-    """One oracle episode of a text-mode env (``env.reset(seed=seed)``) as one chat example.
+#: Who acts in a demo: the env's oracle (solutions), or the random agent (well-formed actions at chance
+#: level: data that teaches the action format and nothing of the task, e.g. to warm-start RL).
+ACTORS = ("oracle", "random")
+
+
+def oracle_episode(env: Any, seed: int, formatter: ChatFormatter, actor: str = "oracle") -> dict[str, Any]:
+    """One oracle (or ``actor="random"``) episode of a text-mode env (``env.reset(seed=seed)``) as one chat example.
 
     Returns ``messages`` and ``images`` (as :func:`sft_messages`), ``tools`` (``formatter.tools``:
     a list of schemas or ``None``) and the metadata columns of :func:`write_demos` (``score`` and
@@ -82,12 +88,17 @@ def oracle_episode(env: Any, seed: int, formatter: ChatFormatter) -> dict[str, A
     if not (isinstance(obs, dict) and "images" in obs and "text" in obs):
         raise ValueError("oracle_episode needs a text-mode env (gym.make(id, action_mode='text'))")
     base = env.unwrapped
+    if actor not in ACTORS:
+        raise ValueError(f"actor must be one of {ACTORS}, got {actor!r}")
+    random_agent = RandomAgent(seed) if actor == "random" else None
+    if random_agent is not None:
+        random_agent.reset(env, seed)
     spec = info.get("prompt_spec") or base.prompt_spec()
     messages = formatter.start(obs, spec)
     total, turns, env_error = 0.0, 0, None
     done = False
     while not done:
-        action = base.oracle_text()
+        action = base.oracle_text() if random_agent is None else str(random_agent.act(obs, info))
         messages.append(assistant_message(action))
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
@@ -231,6 +242,7 @@ def write_demos(
     tools_in_template: bool = True,
     system: str | None = None,
     progress: bool = True,
+    actor: str = "oracle",
 ) -> Path:
     """Write ``episodes`` oracle episodes of ``env_id`` (reset seeds ``seed``, ``seed + 1``, ...) to
     ``out_dir`` as a dataset (see the module docstring); returns ``out_dir``.
@@ -278,7 +290,7 @@ def write_demos(
         with _progress(progress) as bar:
             task = bar.add_task(f"demos {env_id}", total=episodes, ok=0)
             for episode_seed in range(seed, seed + episodes):
-                episode = oracle_episode(env, episode_seed, formatter)
+                episode = oracle_episode(env, episode_seed, formatter, actor)
                 stats["succeeded"] += episode["success"]
                 stats["turns"] += episode["turns"]
                 stats["images"] += len(episode["images"])
@@ -300,6 +312,7 @@ def write_demos(
         "format": "visrl-demos/1 (TRL conversational vision-language, parquet)",
         "env_id": env_id,
         "episodes": episodes,
+        "actor": actor,
         "succeeded": int(stats["succeeded"]),
         "mean_score": stats["score"] / episodes,
         "turns": int(stats["turns"]),
@@ -405,6 +418,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write the tool list into the first user turn instead of the template's tools= (TRL's own collator)",
     )
+    parser.add_argument(
+        "--agent",
+        default="oracle",
+        choices=ACTORS,
+        help="oracle: solutions; random: well-formed actions at chance level (format-only data to warm-start RL)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -433,6 +452,7 @@ def run(args: argparse.Namespace) -> int:
                 split=args.split,
                 seed=args.seed,
                 tools_in_template=not args.tools_in_prompt,
+                actor=args.agent,
             )
         except (ValueError, TypeError) as err:  # e.g. a difficulty out of range: one line, not a traceback
             error = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -63,7 +63,10 @@ class ShapeColorEnv(VisualEnv):
 
     ## Starting State
     Shape kind, colour, position, size and background tint drawn from the task seed; the options are
-    the right colour and ``n_options - 1`` others of the palette, in random order.
+    the right colour and ``n_options - 1`` others of the palette, in random order. With
+    ``fixed_options=True`` the options are always the first ``n_options`` palette colours in palette
+    order (A = red, B = green, ...): the answer then depends on the image alone, the easiest form of
+    the task (what the trainer's learning test starts from).
 
     ## Episode End
     The first well-formed answer terminates the episode; malformed ones cost ``-0.1`` each and may
@@ -73,7 +76,7 @@ class ShapeColorEnv(VisualEnv):
 
     ## Arguments
     ``size`` (image side, default 64; >= 28 in text mode, >= 64 in numeric mode), ``max_attempts``
-    (1..8, default 2), ``difficulty``
+    (1..8, default 2), ``fixed_options`` (default False), ``difficulty``
     0..3: 2, 3, 4 options, and at 3 four options with smaller shapes (7-15 % of the side instead
     of 15-35 % as radius), Gaussian pixel noise (sigma 18) and grey specks; ``split``,
     ``action_mode``, ``render_mode`` as every env.
@@ -88,9 +91,12 @@ class ShapeColorEnv(VisualEnv):
 
     family = "toy"
 
-    def __init__(self, *, size: int = DEFAULT_SIZE, max_attempts: int = 2, **kwargs: Any) -> None:
+    def __init__(
+        self, *, size: int = DEFAULT_SIZE, max_attempts: int = 2, fixed_options: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.max_attempts = checks.integer("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        self.fixed_options = checks.flag("fixed_options", fixed_options)
         low = MIN_TEXT_SIZE if self.action_mode == "text" else checks.MIN_IMAGE_SIDE
         try:
             self.size = checks.integer("size", size, low, checks.MAX_IMAGE_SIDE)
@@ -123,7 +129,10 @@ class ShapeColorEnv(VisualEnv):
 
     # -- the task ----------------------------------------------------------------------------------
     def _new_task(self, rng: np.random.Generator) -> None:
-        self.options = [int(c) for c in rng.choice(len(PALETTE), size=self.n_options, replace=False)]
+        if self.fixed_options:
+            self.options = list(range(self.n_options))
+        else:
+            self.options = [int(c) for c in rng.choice(len(PALETTE), size=self.n_options, replace=False)]
         self.truth = int(rng.integers(self.n_options))
         self.shape = SHAPES[int(rng.integers(len(SHAPES)))]
         self.image = draw_shape(rng, self.size, self.shape, PALETTE[self.options[self.truth]][1], self.difficulty >= 3)

@@ -1,0 +1,478 @@
+"""GRPO for vision-language policies on any visrl env's text interface.
+
+One step: roll out ``tasks_per_step`` tasks x ``group_size`` samples with the token-exact collector
+(:func:`agents.vlm.rollout.collect`), score each trajectory by its return, turn returns into
+advantages within each group (or GiGPO step credit), then ``num_iterations`` optimizer updates of
+the GRPO-family loss (:mod:`agents.vlm.grpo.loss`) over micro-batches. Built on ``accelerate``
+(device placement, bf16 on GPU, data parallel / FSDP2 / DeepSpeed through ``accelerate launch``),
+``peft`` for LoRA, TensorBoard (and W&B when installed) for logs.
+
+What a trainer must get right, and where it is tested (``tests/test_grpo_trainer.py``):
+
+- the loss sees only model tokens (env tokens have mask 0) and the log-probabilities are those of the
+  ids the model generated, never of a re-tokenised text;
+- the ratio is exactly 1 before the first update (TRL's ``old = logprobs.detach()`` when
+  ``num_iterations == 1``; computed once, without grad, otherwise);
+- resume restores the model, optimizer, scheduler, RNG and data position: task seeds of step ``k``
+  are a pure function of ``(seed, k)``.
+
+GPU paths are written for bf16 and device placement by ``accelerate``; they are not exercised on
+this CPU-only machine (docs/TRAINING.md says what to expect).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.vlm.grpo.config import TrainConfig
+from agents.vlm.grpo.loss import (
+    broadcast_step_advantages,
+    dynamic_sampling_mask,
+    group_advantages,
+    policy_loss,
+    state_key,
+    step_advantages,
+)
+from agents.vlm.hf import HFPolicy, gather_logprobs
+from agents.vlm.policy import Sampling
+from agents.vlm.rollout import RolloutStats, collect
+from agents.vlm.trajectory import Trajectory
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class StepReport:
+    """What one optimizer step did (the progress line and the logs)."""
+
+    step: int
+    reward: float
+    score: float
+    action_errors: float  #: share of steps whose action the env could not parse
+    loss: float
+    kl: float
+    clip_ratio: float
+    grad_norm: float
+    trajectories: int
+    groups_kept: int
+    env_errors: int
+    model_tokens: int
+    seconds_generate: float
+    seconds_env: float
+    seconds_update: float
+    learning_rate: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        total = self.seconds_generate + self.seconds_env + self.seconds_update
+        return self.model_tokens / total if total > 0 else 0.0
+
+
+def load_policy_for_training(config: TrainConfig) -> HFPolicy:
+    """The policy to train: the tiny offline model or a local model directory, with LoRA if asked."""
+    if config.model == "tiny" or config.model.startswith("tiny:"):
+        seed = config.model.partition(":")[2]
+        policy = HFPolicy.tiny(seed=int(seed or 0))
+    else:
+        policy = HFPolicy.from_pretrained(config.model)
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        present = {name.rsplit(".", 1)[-1] for name, _ in policy.model.named_modules()}
+        targets = [t for t in config.lora.target_modules if t in present]
+        if not targets:
+            raise ValueError(f"none of the LoRA target modules {config.lora.target_modules} is in the model")
+        lora = LoraConfig(
+            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout, target_modules=targets
+        )
+        policy.model = get_peft_model(policy.model, lora)
+    if config.gradient_checkpointing:
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.lora is not None:
+            policy.model.enable_input_require_grads()
+    return policy
+
+
+def completion_logprobs(
+    policy: HFPolicy, model: Any, trajectories: Sequence[Trajectory], temperature: float
+) -> tuple[Any, Any]:
+    """``(logprobs, mask)``, each (B, T): the log-probabilities of every completion-side id under
+    ``model`` (with grad), left-aligned and right-padded, and the trajectories' masks (0 on padding).
+    Only the logits of the completion side are materialised (``logits_to_keep``)."""
+    import torch
+
+    sequences = [t.sequence() for t in trajectories]
+    batch = policy.model_inputs(sequences)
+    lengths = [len(t.completion_ids) for t in trajectories]
+    longest = max(lengths)
+    outputs = model(**batch, logits_to_keep=longest + 1)
+    ids = batch["input_ids"][:, -longest:]
+    banned = policy._banned.to(outputs.logits.device)
+    every = gather_logprobs(outputs.logits[:, :-1], ids, temperature, banned)  # (B, longest), right-aligned
+    rows, masks = [], []
+    for row, (length, trajectory) in enumerate(zip(lengths, trajectories, strict=True)):
+        values = every[row, longest - length :]
+        rows.append(torch.nn.functional.pad(values, (0, longest - length)))
+        mask = torch.zeros(longest, dtype=torch.float32, device=values.device)
+        mask[:length] = torch.tensor(trajectory.mask, dtype=torch.float32, device=values.device)
+        masks.append(mask)
+    return torch.stack(rows), torch.stack(masks)
+
+
+def step_states(trajectory: Trajectory) -> list[Any]:
+    """A key per step of the observation it acted from: the first turn's images, then each step's
+    feedback text and new images (GiGPO groups steps of a group that saw the same observation)."""
+    keys = [tuple(state_key(i) for i in trajectory.images[: trajectory.prompt_images])]
+    offset = trajectory.prompt_images
+    for step in trajectory.steps[:-1]:
+        images = trajectory.images[offset : offset + step.feedback_images]
+        offset += step.feedback_images
+        keys.append((step.feedback, *(state_key(i) for i in images)))
+    return keys
+
+
+def _action_error_share(trajectories: Sequence[Trajectory]) -> float:
+    steps = [s for t in trajectories for s in t.steps]
+    return float(np.mean([bool(s.info.get("action_error")) for s in steps])) if steps else float("nan")
+
+
+def _truncated(trajectory: Trajectory) -> bool:
+    return trajectory.finish == "token_limit" or (bool(trajectory.steps) and not trajectory.steps[-1].finished_turn)
+
+
+class GRPOTrainer:
+    """GRPO on ``config.env_id``. ``train()`` runs to ``config.steps``; ``resume(dir)`` first, to go on
+    from a checkpoint. ``on_step(report)`` is called after every step (progress displays, tests)."""
+
+    def __init__(self, config: TrainConfig, policy: HFPolicy | None = None) -> None:
+        import torch
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        torch.manual_seed(config.seed)
+        self.policy = policy or load_policy_for_training(config)
+        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters")
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        updates = config.steps * config.num_iterations
+        scheduler = get_scheduler(
+            config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=updates
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.policy.model, optimizer, scheduler)
+        self.policy.model = self.accelerator.unwrap_model(self.model)
+        self.reference = self._reference_model()
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._writers: list[Any] = []
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _reference_model(self) -> Any:
+        """A frozen copy of the initial model when ``beta > 0`` and no LoRA (with LoRA the reference
+        is the same model with its adapter disabled)."""
+        if self.config.loss.beta == 0 or self.config.lora is not None:
+            return None
+        reference = copy.deepcopy(self.policy.model).eval()
+        for parameter in reference.parameters():
+            parameter.requires_grad_(False)
+        return reference
+
+    def task_seeds(self, step: int, count: int, round_: int = 0) -> list[int]:
+        """The reset seeds of step ``step`` (a pure function of the run seed and the step: resumable)."""
+        rng = np.random.default_rng([self.config.seed, step, round_])
+        return [int(s) for s in rng.integers(0, 2**31 - 1, size=count)]
+
+    def sampling(self, step: int, round_: int = 0) -> Sampling:
+        c = self.config
+        return Sampling(c.temperature, c.max_new_tokens, top_p=c.top_p, seed=c.seed * 1_000_003 + step * 101 + round_)
+
+    def rollouts(self, step: int, stats: RolloutStats) -> tuple[list[Trajectory], int, int]:
+        """The step's trajectories (env errors dropped), how many groups were kept and how many
+        trajectories ended in an env error. With dynamic sampling, groups whose rewards are all
+        equal are dropped and new tasks are rolled out, up to ``max_refills`` extra rounds."""
+        c = self.config
+        kept: list[Trajectory] = []
+        groups = errors = 0
+        self.policy.model.eval()
+        for round_ in range(1 + (c.max_refills if c.dynamic_sampling else 0)):
+            need = c.tasks_per_step - groups
+            if need <= 0:
+                break
+            runs = collect(
+                self.policy,
+                c.env_id,
+                self.task_seeds(step, need, round_),
+                group_size=c.group_size,
+                sampling=self.sampling(step, round_),
+                env_kwargs={"difficulty": c.difficulty, "split": "train", **c.env_kwargs},
+                max_turns=c.max_turns,
+                max_total_tokens=c.max_total_tokens,
+                env_runner=c.env_runner,
+                stats=stats,
+            )
+            for run in runs:
+                run.group += 1000 * round_  # groups of refill rounds never merge with earlier ones
+            healthy = [t for t in runs if t.finish != "env_error"]
+            errors += len(runs) - len(healthy)
+            if c.dynamic_sampling and healthy:
+                keep = dynamic_sampling_mask([t.total_reward for t in healthy], [t.group for t in healthy])
+                healthy = [t for t, k in zip(healthy, keep.tolist(), strict=True) if k]
+            kept += healthy
+            groups += len({t.group for t in healthy})
+            if not c.dynamic_sampling:
+                break
+        return kept, groups, errors
+
+    def advantages(self, trajectories: Sequence[Trajectory]) -> Any:
+        """(B,) trajectory advantages, or (B, T) per-token ones with step credit."""
+
+        c = self.config
+        rewards = [t.total_reward for t in trajectories]
+        groups = [t.group for t in trajectories]
+        if c.credit == "trajectory":
+            return group_advantages(rewards, groups, c.loss.scale_rewards)
+        credit = step_advantages(
+            [t.rewards for t in trajectories],
+            [step_states(t) for t in trajectories],
+            groups,
+            gamma=c.gamma,
+            omega=c.omega,
+            scale_rewards=c.loss.scale_rewards,
+        )
+        longest = max(len(t.completion_ids) for t in trajectories)
+        spans = [[s.model_span for s in t.steps] for t in trajectories]
+        return broadcast_step_advantages(credit.combined, spans, longest)
+
+    def _reference_logprobs(self, micro: Sequence[Trajectory]) -> Any:
+        import torch
+
+        if self.config.loss.beta == 0:
+            return None
+        with torch.no_grad():
+            if self.reference is not None:
+                return completion_logprobs(self.policy, self.reference, micro, self.config.temperature or 1.0)[0]
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                return completion_logprobs(self.policy, self.model, micro, self.config.temperature or 1.0)[0]
+
+    def update(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """``num_iterations`` optimizer updates on ``trajectories``; averaged metrics."""
+        import torch
+
+        c = self.config
+        temperature = c.temperature or 1.0
+        advantages = self.advantages(trajectories)
+        chunks = [
+            list(range(i, min(i + c.micro_batch, len(trajectories))))
+            for i in range(0, len(trajectories), c.micro_batch)
+        ]
+        total_tokens = sum(t.model_tokens() for t in trajectories)
+        truncated = torch.tensor([_truncated(t) for t in trajectories])
+        old: list[Any] = [None] * len(chunks)
+        self.model.train()
+        if c.num_iterations > 1:
+            with torch.no_grad():
+                old = [
+                    completion_logprobs(self.policy, self.model, [trajectories[i] for i in idx], temperature)[0]
+                    for idx in chunks
+                ]
+        reference = [self._reference_logprobs([trajectories[i] for i in idx]) for idx in chunks]
+        sums: dict[str, float] = {}
+        for _ in range(c.num_iterations):
+            for k, idx in enumerate(chunks):
+                micro = [trajectories[i] for i in idx]
+                logprobs, mask = completion_logprobs(self.policy, self.model, micro, temperature)
+                adv = advantages[idx]
+                if adv.dim() == 2:
+                    adv = adv[:, : logprobs.shape[1]]
+                    adv = torch.nn.functional.pad(adv, (0, logprobs.shape[1] - adv.shape[1]))
+                dapo = c.loss.loss_type == "dapo"
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old[k],
+                    adv.to(logprobs.device),
+                    mask,
+                    c.loss,
+                    ref_logprobs=reference[k],
+                    truncated=truncated[idx].to(logprobs.device),
+                    num_items_in_batch=max(total_tokens, 1) if dapo else None,
+                )
+                weight = 1.0 if dapo else len(idx) / len(trajectories)
+                self.accelerator.backward(loss * weight)
+                for name, value in {"loss": loss.detach().item() * weight, **metrics}.items():
+                    if isinstance(value, float) and math.isfinite(value):
+                        sums[name] = sums.get(name, 0.0) + value * (1.0 if name == "loss" else weight)
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+        self.model.eval()
+        return {k: v / c.num_iterations for k, v in sums.items()}
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def train_step(self) -> StepReport:
+        stats = RolloutStats()
+        trajectories, groups, errors = self.rollouts(self.step, stats)
+        start = time.perf_counter()
+        metrics = self.update(trajectories) if trajectories else {}
+        seconds_update = time.perf_counter() - start
+        self.step += 1
+        report = StepReport(
+            step=self.step,
+            reward=float(np.mean([t.total_reward for t in trajectories])) if trajectories else float("nan"),
+            score=float(np.mean([t.score for t in trajectories])) if trajectories else float("nan"),
+            action_errors=_action_error_share(trajectories),
+            loss=metrics.get("loss", float("nan")),
+            kl=metrics.get("kl", float("nan")),
+            clip_ratio=metrics.get("clip_ratio/region_mean", float("nan")),
+            grad_norm=metrics.get("grad_norm", float("nan")),
+            trajectories=len(trajectories),
+            groups_kept=groups,
+            env_errors=errors,
+            model_tokens=sum(t.model_tokens() for t in trajectories),
+            seconds_generate=stats.generate,
+            seconds_env=stats.env + stats.bookkeeping,
+            seconds_update=seconds_update,
+            learning_rate=float(self.scheduler.get_last_lr()[0]),
+        )
+        self._log(report)
+        return report
+
+    def train(self, on_step: Callable[[StepReport], None] | None = None) -> list[StepReport]:
+        """Run until ``config.steps``; checkpoints every ``save_every`` steps and at the end."""
+        c = self.config
+        reports = []
+        while self.step < c.steps:
+            report = self.train_step()
+            reports.append(report)
+            if on_step is not None:
+                on_step(report)
+            if c.eval_every and self.step % c.eval_every == 0:
+                self.history[-1]["eval_score"] = self.evaluate()
+            if (c.save_every and self.step % c.save_every == 0) or self.step == c.steps:
+                self.save_checkpoint()
+        self.close_logs()
+        return reports
+
+    def evaluate(self, episodes: int | None = None) -> float:
+        """Mean greedy score on the test split (the benchmark runner's seeds)."""
+        from agents.vlm.evaluate import evaluate
+
+        c = self.config
+        row, _ = evaluate(
+            self.policy,
+            c.env_id,
+            episodes or c.eval_episodes,
+            difficulty=c.difficulty,
+            split="test",
+            sampling=Sampling(0, c.max_new_tokens),
+            max_turns=c.max_turns,
+            env_kwargs=c.env_kwargs,
+        )
+        return row.score
+
+    # --- persistence and logs -----------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """``output_dir/checkpoint-STEP``: accelerate state (model, optimizer, scheduler, RNG), the
+        trainer state, and a loadable model directory (``visrl eval --policy hf:DIR/model``)."""
+        directory = self.output_dir / f"checkpoint-{self.step}"
+        self.accelerator.save_state(str(directory))
+        state = {"step": self.step, "config": self.config.to_dict(), "history": self.history}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+        self.save_model(directory / "model")
+        return directory
+
+    def save_model(self, directory: Path) -> Path:
+        """The policy as a local model directory (LoRA adapters merged into a copy of the weights)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.config.lora is not None:
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(directory)
+        self.policy.processor.save_pretrained(directory)
+        return directory
+
+    def resume(self, directory: str | Path) -> None:
+        """Go on from a checkpoint written by :meth:`save_checkpoint`."""
+        directory = Path(directory)
+        state_file = directory / STATE_FILE
+        if not state_file.exists():
+            raise FileNotFoundError(f"{directory} is not a checkpoint (no {STATE_FILE})")
+        self.accelerator.load_state(str(directory))
+        state = json.loads(state_file.read_text())
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+
+    def _log(self, report: StepReport) -> None:
+        record = {
+            "step": report.step,
+            "reward": report.reward,
+            "score": report.score,
+            "action_errors": report.action_errors,
+            "loss": report.loss,
+            "kl": report.kl,
+            "clip_ratio": report.clip_ratio,
+            "grad_norm": report.grad_norm,
+            "learning_rate": report.learning_rate,
+            "tokens_per_second": report.tokens_per_second,
+            "groups_kept": report.groups_kept,
+            "env_errors": report.env_errors,
+            "seconds/generate": report.seconds_generate,
+            "seconds/env": report.seconds_env,
+            "seconds/update": report.seconds_update,
+        }
+        self.history.append(record)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with (self.output_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if not self._writers and self.config.report_to:
+            self._writers = self._open_writers()
+        for writer in self._writers:
+            writer(record, report.step)
+
+    def _open_writers(self) -> list[Callable[[dict[str, Any], int], None]]:
+        writers: list[Callable[[dict[str, Any], int], None]] = []
+        if "tensorboard" in self.config.report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                board = SummaryWriter(str(self.output_dir / "tensorboard"))
+                self._board = board
+
+                def to_board(record: dict[str, Any], step: int) -> None:
+                    for key, value in record.items():
+                        if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                            board.add_scalar(f"train/{key}", value, step)
+                    board.flush()
+
+                writers.append(to_board)
+        if "wandb" in self.config.report_to:
+            try:
+                import wandb
+            except ImportError:
+                pass
+            else:
+                run = wandb.init(project="visrl", config=self.config.to_dict(), dir=str(self.output_dir))
+                writers.append(lambda record, step: run.log(record, step=step))
+        return writers
+
+    def close_logs(self) -> None:
+        board = getattr(self, "_board", None)
+        if board is not None:
+            board.close()
