@@ -1,8 +1,10 @@
-"""``visrl train vlm``: GRPO from a YAML config or from flags, with a live progress display.
+"""``visrl train vlm``: GRPO from a YAML config or from flags, with a live progress display;
+``visrl train sft``: the SFT warm start on ``visrl demos`` data (TRL's SFTTrainer).
 
     visrl train vlm --config configs/grpo_shapecolor_tiny.yaml
     visrl train vlm --model /models/Qwen2.5-VL-3B-Instruct --env visrl/Jigsaw-v1 --steps 200 --lora
     visrl train vlm --config FILE --resume runs/grpo/checkpoint-50
+    visrl train sft --model /models/Qwen2.5-VL-3B-Instruct --demos demos/jigsaw --output-dir runs/sft
 
 Flags given with ``--config`` override the file's values.
 """
@@ -35,7 +37,11 @@ FLAGS: dict[str, tuple[str, type]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("vlm",), help="what to train: vlm (GRPO on the text interface)")
+    parser.add_argument(
+        "kind", choices=("vlm", "sft"), help="vlm: GRPO on the text interface; sft: warm start on visrl demos data"
+    )
+    parser.add_argument("--demos", default=None, help="sft: a directory written by visrl demos")
+    parser.add_argument("--batch-size", type=int, default=8, help="sft: sequences per step")
     parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields (docs/TRAINING.md)")
     parser.add_argument("--resume", default=None, help="a checkpoint directory to go on from")
     parser.add_argument(
@@ -55,7 +61,31 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return replace(config, **overrides)
 
 
+def run_sft(args: argparse.Namespace) -> int:
+    from agents.vlm.grpo.sft import SFTSettings, sft_warm_start
+
+    if not args.demos or not args.model or not args.output_dir:
+        print("visrl train sft: give --model (a directory or tiny), --demos DIR and --output-dir", file=sys.stderr)
+        return 2
+    defaults = SFTSettings()
+    settings = SFTSettings(
+        steps=args.steps or defaults.steps,
+        learning_rate=args.learning_rate or defaults.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed or 0,
+    )
+    try:
+        out = sft_warm_start(args.model, args.demos, args.output_dir, settings)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"visrl train sft: {err}", file=sys.stderr)
+        return 2
+    print(f"warm-started model in {out} (visrl train vlm --model {out} ...)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "sft":
+        return run_sft(args)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

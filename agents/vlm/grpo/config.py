@@ -38,6 +38,7 @@ class TrainConfig:
     env_id: str = "visrl/ShapeColor-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)  #: extra ``gym.make`` keywords
     difficulty: int = 0
+    dtype: str = "auto"  #: weights: auto (bf16 LoRA base on GPU, else fp32) | bfloat16 | float32
     output_dir: str = "runs/grpo"
     seed: int = 0
     # --- rollouts ---
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2: GRPO's advantage compares samples of one task")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
         unknown = set(self.report_to) - {"tensorboard", "wandb"}
         if unknown:
             raise ValueError(f"report_to takes tensorboard and/or wandb, got {sorted(unknown)}")

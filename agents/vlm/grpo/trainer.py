@@ -77,13 +77,23 @@ class StepReport:
         return self.model_tokens / total if total > 0 else 0.0
 
 
+def weight_dtype(config: TrainConfig) -> Any:
+    """The dtype weights load in: ``config.dtype``, or by default bf16 for a frozen LoRA base on GPU
+    and fp32 otherwise (full fine-tuning keeps fp32 master weights; accelerate autocasts to bf16)."""
+    import torch
+
+    if config.dtype != "auto":
+        return getattr(torch, config.dtype)
+    return torch.bfloat16 if config.lora is not None and torch.cuda.is_available() else torch.float32
+
+
 def load_policy_for_training(config: TrainConfig) -> HFPolicy:
     """The policy to train: the tiny offline model or a local model directory, with LoRA if asked."""
     if config.model == "tiny" or config.model.startswith("tiny:"):
         seed = config.model.partition(":")[2]
         policy = HFPolicy.tiny(seed=int(seed or 0))
     else:
-        policy = HFPolicy.from_pretrained(config.model)
+        policy = HFPolicy.from_pretrained(config.model, dtype=weight_dtype(config))
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -191,8 +201,9 @@ class GRPOTrainer:
         return reference
 
     def task_seeds(self, step: int, count: int, round_: int = 0) -> list[int]:
-        """The reset seeds of step ``step`` (a pure function of the run seed and the step: resumable)."""
-        rng = np.random.default_rng([self.config.seed, step, round_])
+        """The reset seeds of step ``step`` on this process (a pure function of the run seed, the step
+        and the process index: resumable, and each data-parallel rank rolls out its own tasks)."""
+        rng = np.random.default_rng([self.config.seed, step, round_, self.accelerator.process_index])
         return [int(s) for s in rng.integers(0, 2**31 - 1, size=count)]
 
     def sampling(self, step: int, round_: int = 0) -> Sampling:
