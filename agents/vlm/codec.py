@@ -10,16 +10,23 @@ in the first is how the template closes an assistant turn (``<|im_end|>`` then `
 The closing's first token is the end-of-turn token generation stops at; the rest of it is the turn
 separator the env appends after the model's last token. Dropping that separator is the bug three
 trainers shipped in 2026; ``tests/test_vlm_rollout.py`` checks it against a full re-render.
+
+Encodings are memoised by content (the text and the images' bytes): the G members of a group start
+from the same prompt and many feedback turns repeat, so the processor runs once per distinct turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-from agents.vlm.chat import images_of, render
+from agents.vlm.chat import render
 from agents.vlm.policy import Message, TokenPrompt
 
 _PROBE_USER = "X"
@@ -33,15 +40,75 @@ def _probe_messages() -> list[Message]:
     ]
 
 
+def _image_arrays(messages: list[Message]) -> list[np.ndarray]:
+    """The uint8 arrays of the messages' image parts, in order."""
+    return [
+        np.asarray(part["image"], dtype=np.uint8)
+        for message in messages
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image"
+    ]
+
+
+def image_key(image: np.ndarray) -> bytes:
+    """A content key of an image array: its bytes' digest, shape and dtype (SHA-256: hardware-accelerated
+    on most CPUs, about twice as fast as blake2b)."""
+    data = np.ascontiguousarray(image)
+    return hashlib.sha256(data.data).digest()[:16] + repr((data.shape, data.dtype.str)).encode()
+
+
+def _frozen(image: np.ndarray) -> np.ndarray:
+    """A read-only copy (what ``np.asarray`` of a PIL image gives)."""
+    out = np.array(image, dtype=np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def _json_key(value: Any) -> str | None:
+    """A canonical text of ``value`` for cache keys (``None`` when it is not JSON)."""
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
+class _LRU:
+    """A bounded mapping that forgets the least recently used entry (thread-safe)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self.lock:
+            value = self.data.get(key)
+            if value is not None:
+                self.data.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
 class ProcessorCodec:
     """A :class:`~agents.vlm.policy.ChatCodec` over a transformers processor (tokenizer + image processor).
 
     Image placeholders are expanded by the processor, so ids hold as many image-pad tokens as the
-    model consumes; the images are kept beside the ids (:class:`TokenPrompt`)."""
+    model consumes; the images are kept beside the ids (:class:`TokenPrompt`). ``cache``: how many
+    encoded turns (and rendered feedback turns) to remember."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: Any, cache: int = 256) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        self._encoded = _LRU(cache)  # (text, image keys) -> ids
+        self._turns = _LRU(cache)  # (tools, message) -> turn text
+        self._bases = _LRU(16)  # tools -> the probe conversation's text
         closing = self._closing_text()
         closing_ids = self._encode_text(closing)
         if not closing_ids:
@@ -64,35 +131,62 @@ class ProcessorCodec:
     def _encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _encode(self, text: str, images: list[Any]) -> list[int]:
-        if not images:
-            return self._encode_text(text)
-        batch = self.processor(text=[text], images=images, add_special_tokens=False, return_tensors="np")
-        return [int(i) for i in batch["input_ids"][0]]
+    def _encode(self, text: str, images: list[np.ndarray]) -> list[int]:
+        """The ids of ``text`` with its image placeholders expanded for ``images`` (memoised)."""
+        key = (text, *(image_key(image) for image in images))
+        ids = self._encoded.get(key)
+        if ids is None:
+            if images:
+                from PIL import Image
+
+                pil = [Image.fromarray(image) for image in images]
+                batch = self.processor(text=[text], images=pil, add_special_tokens=False, return_tensors="np")
+                ids = tuple(int(i) for i in batch["input_ids"][0])
+            else:
+                ids = tuple(self._encode_text(text))
+            self._encoded.put(key, ids)
+        return list(ids)
 
     def start(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> TokenPrompt:
-        images = images_of(messages)
+        images = _image_arrays(messages)
         ids = self._encode(self._render(messages, tools, generation_prompt=True), images)
-        return TokenPrompt(ids, [np.asarray(image) for image in images])
+        return TokenPrompt(ids, [_frozen(image) for image in images])
 
     def turn_text(self, message: Message, tools: list[dict[str, Any]] | None) -> str:
         """The template's text for ``message`` appended after an assistant turn, up to the next generation prompt."""
-        base = self._render(_probe_messages(), tools, generation_prompt=False)
+        content = message["content"]
+        plain = (
+            {**message, "content": [{k: v for k, v in part.items() if k != "image"} for part in content]}
+            if isinstance(content, list)
+            else message
+        )
+        tools_key, message_key = _json_key(tools), _json_key(plain)
+        key = None if tools_key is None or message_key is None else (tools_key, message_key)
+        if key is not None and (text := self._turns.get(key)) is not None:
+            return str(text)
         full = self._render([*_probe_messages(), message], tools, generation_prompt=True)
+        base = self._bases.get(tools_key)
+        if base is None or not full.startswith(base):  # not cached yet (or the template's output moved on)
+            base = self._render(_probe_messages(), tools, generation_prompt=False)
+            if tools_key is not None:
+                self._bases.put(tools_key, base)
         if not full.startswith(base):
             raise ValueError(
                 "the chat template rewrites earlier turns when a turn is appended; multi-turn token-exact "
                 "rollouts need a template that only appends (Qwen-VL style)"
             )
-        return full[len(base) :]
+        text = full[len(base) :]
+        if key is not None:
+            self._turns.put(key, text)
+        return text
 
     def continuation(
         self, message: Message, tools: list[dict[str, Any]] | None, after_finished_turn: bool
     ) -> TokenPrompt:
-        images = images_of([message])
+        images = _image_arrays([message])
         closing = ([] if after_finished_turn else [self.eos_id]) + self.separator_ids
         ids = closing + self._encode(self.turn_text(message, tools), images)
-        return TokenPrompt(ids, [np.asarray(image) for image in images])
+        return TokenPrompt(ids, [_frozen(image) for image in images])
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of generated ids, without the end-of-turn token (special tokens such as

@@ -15,7 +15,6 @@ LLaVA-OneVision) batch their pixels differently and are refused with a clear mes
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.codec import ProcessorCodec
+from agents.vlm.codec import ProcessorCodec, image_key
 from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt
 from agents.vlm.tiny import VISION_TOKENS, image_only_processor
 
@@ -134,9 +133,7 @@ class HFPolicy:
         """``(pixel_values, image_grid_thw)`` of one image, cached by content."""
         from PIL import Image
 
-        key = (
-            hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() + repr(image.shape).encode()
-        )
+        key = image_key(image)
         hit = self._pixels.get(key)
         if hit is not None:
             self._pixels.move_to_end(key)
@@ -212,11 +209,11 @@ class HFPolicy:
         logits = torch.stack(out.logits, dim=1)  # (B, T, V): raw, before the sampling processors
         logprobs = gather_logprobs(logits, new.to(logits.device), sampling.scale, self._banned.to(logits.device))
         completions = []
-        for row in range(len(prompts)):
-            tokens = new[row].tolist()
-            finished = self.codec.eos_id in tokens
-            end = tokens.index(self.codec.eos_id) + 1 if finished else len(tokens)
-            completions.append(Completion(tokens[:end], logprobs[row, :end].tolist(), finished))
+        eos = self.codec.eos_id
+        for tokens, values in zip(new.tolist(), logprobs.tolist(), strict=True):  # one conversion, not one per row
+            finished = eos in tokens
+            end = tokens.index(eos) + 1 if finished else len(tokens)
+            completions.append(Completion(tokens[:end], values[:end], finished))
         return completions
 
     def token_logprobs(self, sequences: Sequence[TokenPrompt], temperature: float = 1.0) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -180,7 +180,17 @@ def collect(
                 trajectory = state.trajectory
                 last_turn = max_turns is not None and len(trajectory.steps) >= max_turns
                 token_budget = None if max_total_tokens is None else max_total_tokens - sampling.max_new_tokens
-                _record(policy, formatter, state, actions[slot], turn_finished[slot], result, last_turn, token_budget)
+                _record(
+                    policy,
+                    formatter,
+                    state,
+                    actions[slot],
+                    turn_finished[slot],
+                    result,
+                    last_turn,
+                    token_budget,
+                    token_level,
+                )
                 if trajectory.done:
                     trajectory.check()
                     finished[slot] = trajectory
@@ -223,8 +233,7 @@ def _start(
         trajectory.messages.append(_indexed(message, index))
         index += _image_count(message)
     if token_level:
-        assert isinstance(policy, TokenPolicy)
-        prompt = policy.codec.start(messages, tools)
+        prompt = cast(TokenPolicy, policy).codec.start(messages, tools)
         trajectory.prompt_ids = prompt.ids
         trajectory.images = [np.asarray(image, dtype=np.uint8) for image in prompt.images]
     else:
@@ -241,8 +250,8 @@ def _generate(
     slots = sorted(live)
     t0 = time.perf_counter()
     if token_level:
-        assert isinstance(policy, TokenPolicy)
-        completions = policy.generate([live[s].trajectory.sequence() for s in slots], sampling)
+        token_policy = cast(TokenPolicy, policy)  # checked once by the caller (a protocol check is slow)
+        completions = token_policy.generate([live[s].trajectory.sequence() for s in slots], sampling)
         stats.generate += time.perf_counter() - t0
         t0 = time.perf_counter()
         actions, turn_finished = {}, {}
@@ -251,7 +260,7 @@ def _generate(
             start = len(trajectory.completion_ids)
             trajectory.append(completion.ids, 1, completion.logprobs)
             trajectory.steps.append(_pending_step((start, start + len(completion.ids)), completion.finished))
-            actions[slot] = policy.codec.decode(completion.ids)
+            actions[slot] = token_policy.codec.decode(completion.ids)
             turn_finished[slot] = completion.finished
             stats.model_tokens += len(completion.ids)
         stats.bookkeeping += time.perf_counter() - t0
@@ -281,10 +290,12 @@ def _record(
     result: tuple[dict[str, Any], float, bool, bool, dict[str, Any]],
     last_turn: bool,
     token_budget: int | None,
+    token_level: bool,
 ) -> None:
     """Record one env step, then end the trajectory (episode over, turn or token budget spent) or
     append the env's next turn. ``token_budget``: the most ids the trajectory may hold before a
-    model turn (token-level policies)."""
+    model turn (token-level policies); ``token_level``: ``policy`` is a :class:`TokenPolicy` (checked
+    once per collection: a runtime protocol check is slow)."""
     obs, reward, terminated, truncated, info = result
     trajectory = state.trajectory
     step = trajectory.steps[-1]
@@ -302,9 +313,14 @@ def _record(
         trajectory.finish = "turn_limit"
         return
     message = formatter.feedback(obs)
-    if isinstance(policy, TokenPolicy):
-        continuation = policy.codec.continuation(message, state.tools, after_finished_turn=finished_turn)
-        if token_budget is not None and len(trajectory.ids) + len(continuation.ids) > token_budget:
+    if token_level:
+        continuation = cast(TokenPolicy, policy).codec.continuation(
+            message, state.tools, after_finished_turn=finished_turn
+        )
+        if (
+            token_budget is not None
+            and len(trajectory.prompt_ids) + len(trajectory.completion_ids) + len(continuation.ids) > token_budget
+        ):
             trajectory.finish = "token_limit"
             return
         trajectory.append(continuation.ids, 0)
