@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 APT_PACKAGES := libcairo2 fonts-dejavu-core chromium
 STAMP := .install.stamp
 
-.PHONY: install run test test-slow bench learning lint clean
+.PHONY: install run test test-slow bench bench-vlm learning lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ test-slow: install
 
 bench: install
 	$(PYTHON) -m benchmarks.throughput
+
+bench-vlm: install
+	$(PYTHON) -m benchmarks.vlm_rollout
 
 learning: install
 	$(PYTHON) -m benchmarks.learning

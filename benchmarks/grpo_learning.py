@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sections import replace_section
+
 OUT = Path(__file__).parent
 ENV_ID = "visrl/ShapeColor-v0"
 ENV_KWARGS: dict[str, Any] = {"size": 56, "max_attempts": 1, "fixed_options": True}
@@ -200,19 +202,6 @@ def markdown(outcome: Outcome) -> str:
     )
 
 
-def write_section(text: str, results: Path) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md."""
-    start, end = "<!-- grpo-learning:start -->", "<!-- grpo-learning:end -->"
-    block = f"{start}\n{text}{end}\n"
-    current = results.read_text() if results.exists() else ""
-    if start in current and end in current:
-        head, rest = current.split(start, 1)
-        current = head + block + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + block
-    results.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> Outcome:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/grpo-learning"))
@@ -223,7 +212,7 @@ def main(argv: list[str] | None = None) -> Outcome:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "grpo_learning.json").write_text(json.dumps(asdict(outcome), indent=1))
     plot(outcome, args.out / "grpo_learning.png")
-    write_section(markdown(outcome), args.out / "RESULTS.md")
+    replace_section(args.out / "RESULTS.md", "grpo-learning", markdown(outcome))
     print(markdown(outcome))
     return outcome
 

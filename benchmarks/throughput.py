@@ -29,6 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 import visrl_envs  # noqa: F401
+from benchmarks.sections import marked_sections
 from visrl_envs.envs.svg.canvas import PrimitiveCanvas
 from visrl_envs.envs.svg.generator import generate_svg
 from visrl_envs.envs.svg.raster import render_trusted
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     console.print(table)
     text = write(rows, args.repeats)
-    args.out.write_text(text)
+    kept = marked_sections(args.out.read_text()) if args.out.exists() else ""  # other benchmarks' sections
+    args.out.write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"))
     console.print(f"wrote {args.out}")
 
 

@@ -48,11 +48,12 @@ from agents.vlm.env_pool import EnvPool, InlineEnvs, StepResult, VectorEnvs, mak
 from agents.vlm.hf import HFPolicy
 from agents.vlm.policy import Sampling, TokenPrompt
 from agents.vlm.rollout import RolloutStats, collect
+from benchmarks.sections import replace_section
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "RESULTS.md"
 JSON_OUT = HERE / "vlm_rollout.json"
-START, END = "<!-- vlm-rollout:start -->", "<!-- vlm-rollout:end -->"
+SECTION = "vlm-rollout"  #: its marked section of RESULTS.md (benchmarks/sections.py)
 
 #: The envs measured and their kwargs (Jigsaw at 84 px; SvgRender at its default 256 px).
 ENVS: dict[str, dict[str, Any]] = {"visrl/Jigsaw-v1": {"size": 84}, "visrl/SvgRender-v1": {}}
@@ -525,9 +526,8 @@ def notes(rows: list[Row]) -> list[str]:
 
 
 def section(rows: list[Row], meta: dict[str, Any]) -> str:
-    """The markdown section (markers included)."""
+    """The markdown of this benchmark's section of RESULTS.md."""
     lines = [
-        START,
         "## VLM rollout collector (tiny policy)",
         "",
         f"Measured {meta['date']} on `{meta['host']}` ({meta['cpus']} cores, Python {meta['python']}, torch "
@@ -560,16 +560,8 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
             f"| {_met(s['overhead_target_met'])} | {r.speedup:.2f}x | {r.generate_speedup:.2f}x "
             f"| {r.token_rate_ratio:.2f}x | {_met(s['speedup_target_met'])} |"
         )
-    lines += ["", *notes(rows), END]
+    lines += ["", *notes(rows)]
     return "\n".join(lines) + "\n"
-
-
-def splice(document: str, block: str) -> str:
-    """``document`` with the block between the markers replaced by ``block`` (appended if absent)."""
-    start, end = document.find(START), document.find(END)
-    if start >= 0 and end > start:
-        return document[:start] + block.rstrip("\n") + document[end + len(END) :]
-    return document.rstrip("\n") + "\n\n" + block if document.strip() else block
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -645,8 +637,7 @@ def main(argv: list[str] | None = None) -> None:
             _met(s["speedup_target_met"]).strip("*"),
         )
     console.print(table)
-    document = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(splice(document, section(rows, meta)))
+    replace_section(args.out, SECTION, section(rows, meta))
     raw = {
         "meta": meta,
         "rows": [r.summary() for r in rows],
