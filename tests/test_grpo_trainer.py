@@ -156,3 +156,10 @@ def test_config_files_are_checked_by_name(tmp_path: Path) -> None:
         TrainConfig(group_size=1)
     shipped = TrainConfig.from_yaml(Path(__file__).parent.parent / "configs" / "grpo_shapecolor_tiny.yaml")
     assert shipped.env_id == "visrl/ShapeColor-v0"
+
+
+def test_metrics_are_means_over_micro_batches(tmp_path: Path) -> None:
+    """With several micro-batches (dapo, the default) the ratio and clip metrics stay means, not sums."""
+    trainer = GRPOTrainer(replace(FAST, output_dir=str(tmp_path), micro_batch=3))
+    metrics = trainer.update(_with_spread_rewards(trainer))
+    assert metrics["ratio/mean"] == pytest.approx(1.0) and 0.0 <= metrics["clip_ratio/region_mean"] <= 1.0

@@ -320,11 +320,12 @@ class GRPOTrainer:
                     truncated=truncated[idx].to(logprobs.device),
                     num_items_in_batch=max(total_tokens, 1) if dapo else None,
                 )
-                weight = 1.0 if dapo else len(idx) / len(trajectories)
+                share = len(idx) / len(trajectories)  # this micro-batch's share of the step's trajectories
+                weight = 1.0 if dapo else share  # dapo already divides by the whole step's token count
                 self.accelerator.backward(loss * weight)
                 for name, value in {"loss": loss.detach().item() * weight, **metrics}.items():
-                    if isinstance(value, float) and math.isfinite(value):
-                        sums[name] = sums.get(name, 0.0) + value * (1.0 if name == "loss" else weight)
+                    if isinstance(value, float) and math.isfinite(value):  # metrics: share-weighted means
+                        sums[name] = sums.get(name, 0.0) + value * (1.0 if name == "loss" else share)
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
