@@ -225,7 +225,7 @@ def test_an_env_error_ends_the_trajectory_flagged(policy: HFPolicy) -> None:
     assert broken.steps[-1].info["env_error"] and broken.steps[-1].truncated
 
 
-@pytest.mark.parametrize("runner", ["vector", "ray"])
+@pytest.mark.parametrize("runner", ["vector", "hosted", "ray"])
 def test_env_runners_give_the_same_trajectories(policy: HFPolicy, runner: str) -> None:
     """Greedy decoding makes rollouts deterministic: every env runner must give the same records."""
     if runner == "ray":
@@ -235,8 +235,8 @@ def test_env_runners_give_the_same_trajectories(policy: HFPolicy, runner: str) -
         kwargs: dict[str, Any] = dict(
             env_kwargs=SMALL["visrl/Jigsaw-v1"], max_turns=3, sampling=Sampling(0, max_new_tokens=12)
         )
-        inline = collect(policy, "visrl/Jigsaw-v1", [0, 1], group_size=2, **kwargs)
-        other = collect(policy, "visrl/Jigsaw-v1", [0, 1], group_size=2, env_runner=runner, **kwargs)
+        inline = collect(policy, "visrl/Jigsaw-v1", [0, 1, 2, 3], group_size=2, **kwargs)  # 8 slots: 2 per host
+        other = collect(policy, "visrl/Jigsaw-v1", [0, 1, 2, 3], group_size=2, env_runner=runner, **kwargs)
     finally:
         if runner == "ray":
             ray.shutdown()

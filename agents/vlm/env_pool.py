@@ -7,6 +7,8 @@ only the slots whose trajectories are still live, each with its own text action.
 - :class:`VectorEnvs`: any Gymnasium ``VectorEnv`` (``AsyncVectorEnv`` subprocesses by default).
   A vector env steps every slot at once, so a slot whose trajectory has ended is sent an empty
   action and its result ignored (Gymnasium autoresets it first under ``NEXT_STEP``).
+- :class:`HostedEnvs`: ``workers`` ``AsyncVectorEnv`` subprocesses, each hosting several slots
+  (B x G slots need not mean B x G processes); only live slots step.
 - :class:`RayEnvs`: the slots spread over Ray actors (local cores or a cluster); only live slots
   step. Ray is an optional dependency (``pip install ray``).
 """
@@ -14,6 +16,7 @@ only the slots whose trajectories are still live, each with its own text action.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -114,6 +117,60 @@ class VectorEnvs:
             )
             for slot in actions
         }
+
+    def close(self) -> None:
+        self.vector_env.close()
+
+
+class _SlotHost(gym.Env):
+    """One ``AsyncVectorEnv`` worker holding the envs of slots ``first .. first + count - 1``.
+
+    The vector env only carries ``call("host_reset" | "host_step", ...)`` to it (Gymnasium's step
+    API would step every slot); its own spaces are placeholders. The envs are made on first use, so
+    the probe env Gymnasium builds in the parent costs nothing."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, make_env: Callable[[], gym.Env], first: int, count: int) -> None:
+        self.make_env, self.first, self.count = make_env, first, count
+        self.envs: InlineEnvs | None = None
+
+    def host_reset(self, seeds: Sequence[int]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        if self.envs is None:
+            self.envs = InlineEnvs(self.make_env, self.count)
+        return self.envs.reset(seeds[self.first : self.first + self.count])
+
+    def host_step(self, actions: dict[int, str]) -> dict[int, StepResult]:
+        if self.envs is None:
+            raise gym.error.ResetNeeded("host_reset before host_step")
+        mine = {s - self.first: a for s, a in actions.items() if self.first <= s < self.first + self.count}
+        return {s + self.first: r for s, r in self.envs.step(mine).items()}
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
+
+class HostedEnvs:
+    """``size`` slots on ``workers`` ``AsyncVectorEnv`` subprocesses (as even a split as possible)."""
+
+    def __init__(self, make_env: Callable[[], gym.Env], size: int, workers: int = 4) -> None:
+        workers = max(1, min(workers, size))
+        counts = [size // workers + (1 if w < size % workers else 0) for w in range(workers)]
+        firsts = [sum(counts[:w]) for w in range(workers)]
+        hosts = [partial(_SlotHost, make_env, first, count) for first, count in zip(firsts, counts, strict=True)]
+        self.vector_env = gym.vector.AsyncVectorEnv(hosts, shared_memory=False)
+        self.size = size
+
+    def reset(self, seeds: Sequence[int]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [result for part in self.vector_env.call("host_reset", [int(s) for s in seeds]) for result in part]
+
+    def step(self, actions: dict[int, str]) -> dict[int, StepResult]:
+        merged: dict[int, StepResult] = {}
+        for part in self.vector_env.call("host_step", actions):
+            merged.update(part)
+        return {slot: merged[slot] for slot in actions}
 
     def close(self) -> None:
         self.vector_env.close()

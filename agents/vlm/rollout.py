@@ -30,12 +30,13 @@ import gymnasium as gym
 import numpy as np
 
 from agents.vlm.chat import ChatFormatter, assistant_message
-from agents.vlm.env_pool import EnvPool, InlineEnvs, RayEnvs, VectorEnvs, make_text_env
+from agents.vlm.env_pool import EnvPool, HostedEnvs, InlineEnvs, RayEnvs, VectorEnvs, make_text_env
 from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Sampling, TokenPolicy
 from agents.vlm.trajectory import Step, Trajectory
 
-#: How env slots are stepped: in this process, in an AsyncVectorEnv, or on Ray actors.
-ENV_RUNNERS = ("inline", "vector", "ray")
+#: How env slots are stepped: in this process, in an AsyncVectorEnv (one subprocess per slot), on a
+#: few AsyncVectorEnv subprocesses hosting several slots each, or on Ray actors.
+ENV_RUNNERS = ("inline", "vector", "hosted", "ray")
 
 
 @dataclass
@@ -110,6 +111,8 @@ def make_pool(
         return InlineEnvs(make_env, size)
     if env_runner == "vector":
         return VectorEnvs(make_env, size, **options)
+    if env_runner == "hosted":
+        return HostedEnvs(make_env, size, **options)
     if env_runner == "ray":
         return RayEnvs(make_env, size, **options)
     raise ValueError(f"unknown env runner {env_runner!r}; choose one of {', '.join(ENV_RUNNERS)}")
