@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from agents.vlm.env_pool import EnvPool, InlineEnvs, StepResult, VectorEnvs, make_text_env
+from agents.vlm.env_pool import EnvPool, HostedEnvs, InlineEnvs, VectorEnvs, make_text_env
 from agents.vlm.hf import HFPolicy
 from agents.vlm.policy import Sampling, TokenPrompt
 from agents.vlm.rollout import RolloutStats, collect
@@ -59,63 +59,6 @@ SECTION = "vlm-rollout"  #: its marked section of RESULTS.md (benchmarks/section
 ENVS: dict[str, dict[str, Any]] = {"visrl/Jigsaw-v1": {"size": 84}, "visrl/SvgRender-v1": {}}
 OVERHEAD_TARGET = 0.20
 SPEEDUP_TARGET = 4.0
-
-
-# --- a pool of a few AsyncVectorEnv workers, each hosting several slots ----------------------------
-
-
-class _SlotHost(gym.Env):
-    """One ``AsyncVectorEnv`` worker holding ``count`` text envs: slots ``first .. first+count-1``.
-
-    The vector env only carries ``call("host_reset" / "host_step", ...)`` to it; its own spaces are
-    placeholders. The envs are made on first use, so gymnasium's parent-side probe env costs nothing."""
-
-    observation_space = gym.spaces.Discrete(1)
-    action_space = gym.spaces.Discrete(1)
-
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], first: int, count: int) -> None:
-        self.make_env = partial(make_text_env, env_id, env_kwargs)
-        self.first, self.count = first, count
-        self.envs: InlineEnvs | None = None
-
-    def host_reset(self, seeds: Sequence[int]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        if self.envs is None:
-            self.envs = InlineEnvs(self.make_env, self.count)
-        return self.envs.reset(seeds[self.first : self.first + self.count])
-
-    def host_step(self, actions: dict[int, str]) -> dict[int, StepResult]:
-        assert self.envs is not None, "host_reset first"
-        mine = {s - self.first: a for s, a in actions.items() if self.first <= s < self.first + self.count}
-        return {s + self.first: r for s, r in self.envs.step(mine).items()}
-
-    def close(self) -> None:
-        if self.envs is not None:
-            self.envs.close()
-
-
-class HostedVectorEnvs:
-    """An :class:`~agents.vlm.env_pool.EnvPool` of ``size`` slots on ``workers`` AsyncVectorEnv
-    subprocesses (``size / workers`` slots each); only live slots step."""
-
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], size: int, workers: int) -> None:
-        if size % workers:
-            raise ValueError(f"{size} slots do not split evenly over {workers} workers")
-        per = size // workers
-        fns = [partial(_SlotHost, env_id, env_kwargs, w * per, per) for w in range(workers)]
-        self.vector_env = gym.vector.AsyncVectorEnv(fns, shared_memory=False)
-        self.size = size
-
-    def reset(self, seeds: Sequence[int]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        return list(itertools.chain.from_iterable(self.vector_env.call("host_reset", list(seeds))))
-
-    def step(self, actions: dict[int, str]) -> dict[int, StepResult]:
-        merged: dict[int, StepResult] = {}
-        for part in self.vector_env.call("host_step", actions):
-            merged.update(part)
-        return {slot: merged[slot] for slot in actions}
-
-    def close(self) -> None:
-        self.vector_env.close()
 
 
 # --- measurement -----------------------------------------------------------------------------------
@@ -149,7 +92,7 @@ def _vector(env_id: str, kwargs: dict[str, Any], size: int = 1) -> EnvPool:
 
 
 def _hosted(workers: int) -> Callable[[str, dict[str, Any], int], EnvPool]:
-    return lambda env_id, kwargs, size: HostedVectorEnvs(env_id, kwargs, size, workers)
+    return lambda env_id, kwargs, size: HostedEnvs(partial(make_text_env, env_id, kwargs), size, workers)
 
 
 SETTINGS = (
@@ -491,7 +434,7 @@ def notes(rows: list[Row]) -> list[str]:
         'Env sides: *inline* = envs in the collector\'s process. *vector 32 workers* = `env_runner="vector"` as the',
         "collector builds it: one `AsyncVectorEnv` subprocess per slot, so B x G = 32 subprocesses on this machine's",
         "cores (their start-up is the pool column; they idle while the model generates). *vector 4 workers x 8 slots* =",
-        "4 `AsyncVectorEnv` subprocesses each hosting 8 slots (`HostedVectorEnvs` here, driven through gymnasium's",
+        "4 `AsyncVectorEnv` subprocesses each hosting 8 slots (`env_runner='hosted'`, driven through gymnasium's",
         "`call`). *vector 4 workers (B*G=4)* = the issue's literal 4 async workers with one slot each, so 1 task x 4",
         "samples; its baseline is those 4 episodes one at a time, so batching cannot win more than ~4x there. The",
         "one-at-a-time baselines of the vector rows step a 1-worker `AsyncVectorEnv`. *inline, 2 torch threads* =",
