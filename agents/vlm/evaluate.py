@@ -28,7 +28,7 @@ from rich.table import Table
 
 from agents.vlm.agent import POLICY_SPECS, load_policy
 from agents.vlm.policy import ChatPolicy, Sampling
-from agents.vlm.rollout import ENV_RUNNERS, RolloutStats, collect
+from agents.vlm.rollout import ENV_RUNNERS, collect
 from agents.vlm.trajectory import Trajectory
 
 
@@ -100,7 +100,6 @@ def evaluate(
     kwargs = {"difficulty": difficulty, "split": split, **(env_kwargs or {})}
     sampling = sampling or Sampling(temperature=0)
     trajectories: list[Trajectory] = []
-    stats = RolloutStats()
     task = progress.add_task(env_id, total=episodes) if progress is not None else None
     start = time.perf_counter()
     for first in range(0, episodes, batch):
@@ -113,7 +112,6 @@ def evaluate(
             env_kwargs=kwargs,
             max_turns=max_turns,
             env_runner=env_runner,
-            stats=stats,
         )
         if progress is not None and task is not None:
             progress.advance(task, len(seeds))

@@ -15,6 +15,7 @@ LLaVA-OneVision) batch their pixels differently and are refused with a clear mes
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ def load_processor(path: str | Path) -> Any:
     for name in ("chat_template.jinja", "chat_template.json"):
         if template is None and (path / name).exists():
             text = (path / name).read_text()
-            template = text if name.endswith(".jinja") else __import__("json").loads(text)["chat_template"]
+            template = text if name.endswith(".jinja") else json.loads(text)["chat_template"]
     if template is None:
         raise ValueError(f"{path} has no chat template (tokenizer_config.json, chat_template.jinja or .json)")
     return image_only_processor(image_processor, tokenizer, template)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -48,7 +48,6 @@ class RolloutStats:
     bookkeeping: float = 0.0
     turns: int = 0
     model_tokens: int = 0
-    per_turn: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -66,7 +65,7 @@ def json_safe(value: Any) -> Any:
                 out[str(k)] = safe
         return out
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value if json_safe(v) is not _DROP]
+        return [safe for safe in map(json_safe, value) if safe is not _DROP]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -17,7 +17,7 @@ Three pieces, used together::
   (``images``, the column TRL reads pixels from), and the reset seed (``seed``; also inside the
   prompt's first message under :data:`TASK_KEY`, because TRL hands a rollout function only the
   prompts). TRL's sampler repeats each row ``num_generations`` times: those copies are our group.
-- :func:`visrl_rollout_func`: TRL 1.16 calls ``rollout_func(prompts, trainer)`` with the prompts of
+- :data:`visrl_rollout_func` (:class:`VisrlRollout`): TRL 1.16 calls ``rollout_func(prompts, trainer)`` with the prompts of
   this process's generation batch (already repeated per generation) and wants one completion per
   prompt. It resets one env slot per prompt with the prompt's seed and runs
   :func:`agents.vlm.rollout.collect` with an :class:`~agents.vlm.hf.HFPolicy` around the model being
@@ -211,7 +211,14 @@ class _FirstTurnImagesOnly:
 
 
 class VisrlRollout:
-    """The callable :func:`visrl_rollout_func` returns: ``(prompts, trainer) -> dict`` (TRL 1.16's ``RolloutFunc``).
+    """A TRL 1.16 ``rollout_func`` (``(prompts, trainer) -> dict``, TRL's ``RolloutFunc``) that plays
+    ``env_id`` (text interface) with the model being trained.
+
+    ``env_kwargs`` must be the dataset's (``split``/``difficulty`` come from each row). ``max_turns``
+    and ``max_total_tokens`` bound an episode; ``max_new_tokens`` bounds one turn (default: the
+    trainer's ``max_completion_length``). ``env_runner``: one of :data:`~agents.vlm.rollout.ENV_RUNNERS`.
+    ``feedback_images``: ``"error"`` or ``"truncate"`` (see the module doc). ``check_prompts``:
+    verify our prompt ids equal TRL's rendering (one processor call per distinct prompt).
 
     After a call, :attr:`last_trajectories` holds the trajectories in prompt order, :attr:`stats` their
     timing; :attr:`calls` counts calls."""
@@ -425,36 +432,9 @@ def rollout_fields(trajectories: Sequence[Trajectory]) -> dict[str, list[Any]]:
     }
 
 
-def visrl_rollout_func(
-    env_id: str,
-    env_kwargs: dict[str, Any] | None = None,
-    max_turns: int | None = None,
-    env_runner: str = "inline",
-    *,
-    max_new_tokens: int | None = None,
-    max_total_tokens: int | None = None,
-    formatter: ChatFormatter | None = None,
-    feedback_images: Literal["error", "truncate"] = "error",
-    check_prompts: bool = True,
-) -> VisrlRollout:
-    """A TRL 1.16 ``rollout_func`` that plays ``env_id`` (text interface) with the model being trained.
-
-    ``env_kwargs`` must be the dataset's (``split``/``difficulty`` come from each row). ``max_turns``
-    and ``max_total_tokens`` bound an episode; ``max_new_tokens`` bounds one turn (default: the
-    trainer's ``max_completion_length``). ``env_runner``: ``"inline"``, ``"vector"`` or ``"ray"``.
-    ``feedback_images``: ``"error"`` or ``"truncate"`` (see the module doc). ``check_prompts``:
-    verify our prompt ids equal TRL's rendering (one processor call per distinct prompt)."""
-    return VisrlRollout(
-        env_id,
-        env_kwargs,
-        max_turns,
-        env_runner,
-        max_new_tokens=max_new_tokens,
-        max_total_tokens=max_total_tokens,
-        formatter=formatter,
-        feedback_images=feedback_images,
-        check_prompts=check_prompts,
-    )
+#: TRL's ``rollout_func`` for ``env_id``: ``visrl_rollout_func(env_id, env_kwargs, max_turns, ...)`` is
+#: :class:`VisrlRollout` (its constructor's arguments are documented there).
+visrl_rollout_func = VisrlRollout
 
 
 def visrl_env_reward(
@@ -464,7 +444,7 @@ def visrl_env_reward(
     log_metric: Any = None,
     **kwargs: Any,
 ) -> list[float | None]:
-    """A TRL reward function: each completion's env return (``env_reward``, from :func:`visrl_rollout_func`
+    """A TRL reward function: each completion's env return (``env_reward``, from :data:`visrl_rollout_func`
     through TRL 1.16's extra-field kwargs). ``None`` (an env error) makes TRL skip the completion.
     Logs ``env/score`` and ``env/success`` when TRL passes ``log_metric``."""
     if env_reward is None:
