@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 APT_PACKAGES := libcairo2 fonts-dejavu-core chromium
 STAMP := .install.stamp
 
-.PHONY: install run test test-slow bench bench-vlm learning lint clean
+.PHONY: install run test test-slow bench bench-vlm bench-grpo learning grpo-learning lint clean
 
 install: $(STAMP)
 
@@ -32,8 +32,14 @@ bench: install
 bench-vlm: install
 	$(PYTHON) -m benchmarks.vlm_rollout
 
+bench-grpo: install
+	$(PYTHON) -m benchmarks.grpo_step
+
 learning: install
 	$(PYTHON) -m benchmarks.learning
+
+grpo-learning: install
+	$(PYTHON) -m benchmarks.grpo_learning
 
 lint: install
 	$(PYTHON) -m ruff check .

@@ -19,6 +19,7 @@ from agents.vlm.grpo.loss import (
     group_advantages,
     kl_k3,
     policy_loss,
+    sampling_correction,
     state_key,
     step_advantages,
 )
@@ -401,3 +402,45 @@ def test_bad_calls_raise() -> None:
     with pytest.raises(ValueError, match="state keys"):
         step_advantages([[1.0, 0.0]], [["s"]], [0])
     assert LossConfig().clip_range == (0.8, 1.2) and LossConfig(epsilon_high=0.28).eps_high == 0.28
+
+
+# --- sampler / trainer mismatch (TRL's vllm_importance_sampling_correction) -------------------------
+
+
+def test_sampling_correction_modes_on_hand_computed_values() -> None:
+    # Two sequences, three positions; the last position of row 1 is an env token (mask 0).
+    old = torch.tensor([[LN(0.5), LN(0.2), LN(0.9)], [LN(0.4), LN(0.1), 7.0]])
+    sampled = torch.tensor([[LN(0.25), LN(0.2), LN(0.3)], [LN(0.8), float("nan"), -7.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    # token ratios: row 0: 2, 1, 3; row 1: 0.5, 1 (NaN sampled: no difference), 1 (masked)
+    assert approx(sampling_correction(old, sampled, mask, "token_truncate", 2.5), [[2, 1, 2.5], [0.5, 1, 1]])
+    assert approx(sampling_correction(old, sampled, mask, "token_truncate", None, 0.75), [[2, 1, 3], [0.75, 1, 1]])
+    assert approx(sampling_correction(old, sampled, mask, "token_mask", 2.5, 0.6), [[2.0, 1, 0], [0, 1, 1]])
+    # sequence ratios: row 0: 2 * 1 * 3 = 6; row 1: 0.5
+    assert approx(sampling_correction(old, sampled, mask, "sequence_truncate", 3.0), [[3.0], [0.5]])
+    assert approx(sampling_correction(old, sampled, mask, "sequence_mask", 3.0), [[0.0], [0.5]])
+    assert approx(sampling_correction(old, sampled, mask), [[0.0], [0.5]]), "TRL's defaults: sequence_mask, 3.0"
+    with pytest.raises(ValueError, match="mode"):
+        sampling_correction(old, sampled, mask, "tokens")
+
+
+def test_sampling_weights_scale_the_policy_term_but_not_the_kl() -> None:
+    logprobs = torch.tensor([[LN(0.5), LN(0.25)]], requires_grad=True)
+    ref = torch.tensor([[LN(0.25), LN(0.25)]])
+    mask = torch.ones(1, 2)
+    config = LossConfig(loss_type="bnpo", beta=0.1)
+    weights = torch.tensor([[2.0, 0.5]])
+    loss, _ = policy_loss(logprobs, None, torch.tensor([1.0]), mask, config, ref_logprobs=ref, sampling_weights=weights)
+    # ratio 1: policy term -A * w per token = -2, -0.5; k3 of ref/pi: token 0: 0.5 - ln 0.5 - 1, token 1: 0
+    k3 = 0.5 - LN(0.5) - 1
+    assert approx(loss, (-2.0 - 0.5 + 0.1 * k3) / 2)
+    plain, _ = policy_loss(logprobs, None, torch.tensor([1.0]), mask, config, ref_logprobs=ref)
+    assert approx(plain, (-1.0 - 1.0 + 0.1 * k3) / 2)
+    sequence, _ = policy_loss(
+        logprobs, None, torch.tensor([1.0]), mask, config, ref_logprobs=ref, sampling_weights=torch.tensor([[0.5]])
+    )
+    assert approx(sequence, (-0.5 - 0.5 + 0.1 * k3) / 2)
+    with pytest.raises(ValueError, match="sampling_weights"):
+        policy_loss(
+            logprobs, None, torch.tensor([1.0]), mask, config, ref_logprobs=ref, sampling_weights=torch.ones(2, 2)
+        )

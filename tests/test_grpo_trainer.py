@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -163,3 +164,39 @@ def test_metrics_are_means_over_micro_batches(tmp_path: Path) -> None:
     trainer = GRPOTrainer(replace(FAST, output_dir=str(tmp_path), micro_batch=3))
     metrics = trainer.update(_with_spread_rewards(trainer))
     assert metrics["ratio/mean"] == pytest.approx(1.0) and 0.0 <= metrics["clip_ratio/region_mean"] <= 1.0
+
+
+def test_the_sampler_mismatch_is_measured_and_corrected(tmp_path: Path) -> None:
+    """In-process fp32 generation is the trainer's own distribution: the gap is float noise and the
+    weights are 1. A sampler that put less mass on the sampled tokens (log-probabilities 0.5 lower,
+    as another engine might) gets weights exp(0.5) per token, clipped at the cap."""
+    config = replace(
+        FAST, output_dir=str(tmp_path), importance_sampling_correction=True, importance_sampling_mode="token_truncate"
+    )
+    trainer = GRPOTrainer(config)
+    runs = _with_spread_rewards(trainer)
+    with torch.no_grad():
+        logprobs, mask = completion_logprobs(trainer.policy, trainer.model, runs, 1.0)  # before the update
+    metrics = trainer.update(runs)
+    assert metrics["sampling/logprob_gap"] < 1e-4
+    assert metrics["sampling/importance_sampling_ratio"] == pytest.approx(1.0)
+    for run in runs:
+        run.logprobs = [lp - 0.5 * m for lp, m in zip(run.logprobs, run.mask, strict=True)]
+    weights, gap = trainer._sampling_weights(logprobs, runs, mask)
+    assert gap["sampling/logprob_gap"] == pytest.approx(0.5, abs=1e-3)
+    assert torch.allclose(weights[mask.bool()], torch.tensor(np.exp(0.5), dtype=weights.dtype), atol=1e-3)
+    capped = replace(config, importance_sampling_clip_max=1.2)
+    trainer.config = capped
+    weights, _ = trainer._sampling_weights(logprobs, runs, mask)
+    assert torch.allclose(weights[mask.bool()], torch.tensor(1.2, dtype=weights.dtype))
+    with pytest.raises(ValueError, match="importance_sampling_mode"):
+        replace(config, importance_sampling_mode="tokens")
+
+
+def test_periodic_evaluation_reaches_the_logs(tmp_path: Path) -> None:
+    config = replace(FAST, output_dir=str(tmp_path), steps=2, eval_every=2, eval_episodes=4, save_every=0)
+    reports = GRPOTrainer(config).train()
+    assert np.isnan(reports[0].eval_score) and 0.0 <= reports[1].eval_score <= 1.0
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "eval_score" not in lines[0] and lines[1]["eval_score"] == reports[1].eval_score
+    assert np.isfinite(lines[1]["logprob_gap"])

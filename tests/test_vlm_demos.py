@@ -24,6 +24,7 @@ from agents.vlm.demos import (
     run,
     write_demos,
 )
+from agents.vlm.env_pool import env_kwargs_argument
 from tests.conftest import ENV_IDS
 
 EPISODES = 2
@@ -182,12 +183,36 @@ def test_the_cli_writes_demos_and_rejects_bad_arguments(tmp_path: Path, capsys: 
         ["--env", "visrl/Jigsaw-v1", "--episodes", "1", "--out", str(out), "--split", "val"],
         ["--env", "visrl/Jigsaw-v1", "--episodes", "1", "--out", str(out), "--difficulty", "9"],
         ["--env", "visrl/Jigsaw-v1", "--episodes", "1", "--out", str(out), "--seed", "-1"],
+        ["--env", "visrl/Jigsaw-v1", "--episodes", "1", "--out", str(out), "--env-kwargs", '{"colour": 3}'],
+        ["--env", "visrl/Jigsaw-v1", "--episodes", "1", "--out", str(out), "--env-kwargs", '{"size": 1}'],
     ]
     for argv in bad:
         assert run(parser.parse_args(argv)) == 2
         err = capsys.readouterr().err
         assert err.startswith("visrl demos: ") and err.count("\n") == 1, err
     assert len(load_demos(out, cache_dir=tmp_path / "cache2")) == 3, "a rejected run leaves the demos alone"
+
+
+def test_env_kwargs_reach_the_env_and_bad_ones_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="visrl demos")
+    add_arguments(parser)
+    out = tmp_path / "small"
+    argv = ["--env", "visrl/ShapeColor-v0", "--episodes", "2", "--out", str(out), "--env-kwargs", '{"size": 56}']
+    assert run(parser.parse_args(argv)) == 0
+    assert read_meta(out)["env_kwargs"] == {"size": 56}
+    assert "Images are 56x56 px" in json.dumps(load_demos(out, cache_dir=tmp_path / "cache")[0]["messages"])
+    for text, message in [
+        ("{size: 56}", "not JSON"),
+        ("[56]", "a JSON object"),
+        ('{"split": "test"}', "split cannot be set here"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            env_kwargs_argument(text)
+        with pytest.raises(SystemExit):
+            parser.parse_args(
+                ["--env", "visrl/ShapeColor-v0", "--episodes", "1", "--out", str(out), "--env-kwargs", text]
+            )
+        assert "--env-kwargs" in capsys.readouterr().err
 
 
 def test_random_actor_demos_teach_the_format_at_chance_level(tmp_path: Path) -> None:

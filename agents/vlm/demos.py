@@ -44,6 +44,7 @@ import numpy as np
 
 from agents.scripted.random_agent import RandomAgent
 from agents.vlm.chat import ChatFormatter, Message, assistant_message
+from agents.vlm.env_pool import env_kwargs_argument
 
 #: The metadata file :func:`write_demos` writes next to the data.
 META_FILE = "visrl_demos.json"
@@ -414,6 +415,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="train or test (the env's task seeds)")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (then +1, +2, ...)")
     parser.add_argument(
+        "--env-kwargs",
+        type=env_kwargs_argument,
+        default={},
+        help="extra gym.make keywords as JSON, e.g. '{\"size\": 56}' (train with the same ones)",
+    )
+    parser.add_argument(
         "--tools-in-prompt",
         action="store_true",
         help="write the tool list into the first user turn instead of the template's tools= (TRL's own collator)",
@@ -451,6 +458,7 @@ def run(args: argparse.Namespace) -> int:
                 difficulty=args.difficulty,
                 split=args.split,
                 seed=args.seed,
+                env_kwargs=args.env_kwargs,
                 tools_in_template=not args.tools_in_prompt,
                 actor=args.agent,
             )

@@ -38,6 +38,28 @@ class EnvPool(Protocol):
     def close(self) -> None: ...
 
 
+#: Keywords with flags of their own on the command line (``--split``, ``--difficulty``) or fixed by
+#: the caller (the text interface).
+RESERVED_ENV_KWARGS = ("split", "difficulty", "action_mode")
+
+
+def env_kwargs_argument(text: str) -> dict[str, Any]:
+    """``--env-kwargs '{"size": 56}'``: a JSON object of extra ``gym.make`` keywords (an argparse type)."""
+    import argparse
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object of keyword arguments is needed, got {text!r}")
+    reserved = sorted(set(value) & set(RESERVED_ENV_KWARGS))
+    if reserved:
+        raise argparse.ArgumentTypeError(f"{', '.join(reserved)} cannot be set here (use its own flag)")
+    return value
+
+
 def make_text_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     """The text interface of ``env_id`` (registering visrl's ids first: this runs in fresh workers too)."""
     import visrl_envs  # noqa: F401

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agents.vlm.agent import POLICY_SPECS, load_policy
+from agents.vlm.env_pool import env_kwargs_argument
 from agents.vlm.policy import ChatPolicy, Sampling
 from agents.vlm.rollout import ENV_RUNNERS, collect
 from agents.vlm.trajectory import Trajectory
@@ -163,6 +164,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per turn")
     parser.add_argument("--max-turns", type=int, default=None, help="default: the env's own horizon")
     parser.add_argument("--env-runner", default="inline", choices=ENV_RUNNERS)
+    parser.add_argument(
+        "--env-kwargs",
+        type=env_kwargs_argument,
+        default={},
+        help="extra gym.make keywords as JSON, e.g. '{\"size\": 56}'",
+    )
     parser.add_argument("--out", type=Path, default=None, help="save results, trajectories and an HTML viewer here")
 
 
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                     args.max_turns,
                     args.env_runner,
                     progress=progress,
+                    env_kwargs=args.env_kwargs,
                 )
                 rows.append(row)
                 runs += trajectories

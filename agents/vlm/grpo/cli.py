@@ -12,6 +12,7 @@ Flags given with ``--config`` override the file's values.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 from typing import Any
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 f"reward {report.reward:+.3f}  score {report.score:.3f}  kl {report.kl:.4f}  "
                 f"clip {report.clip_ratio:.3f}  {report.tokens_per_second:.0f} tok/s"
             )
+            if math.isfinite(report.eval_score):
+                line += f"  test score {report.eval_score:.3f}"
             progress.update(task, completed=report.step, line=line)
 
         trainer.train(on_step=show)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from agents.vlm.grpo.loss import LossConfig
+from agents.vlm.grpo.loss import SAMPLING_CORRECTION_MODES, LossConfig
 
 CREDIT = ("trajectory", "step")
 SCHEDULERS = ("constant", "linear", "cosine")
@@ -63,6 +63,12 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     num_iterations: int = 1  #: TRL's mu: updates per batch of rollouts
+    #: weight each token's policy loss by exp(trainer - sampler logprob), TRL's vllm_importance_sampling_correction:
+    #: corrects the mismatch between the engine that sampled (bf16 generate, a server) and the trainer's forward
+    importance_sampling_correction: bool = False
+    importance_sampling_mode: str = "sequence_mask"  #: token_truncate | token_mask | sequence_truncate | sequence_mask
+    importance_sampling_clip_max: float | None = 3.0  #: upper bound (truncate: clip; mask: zero above)
+    importance_sampling_clip_min: float | None = None  #: lower bound, None: open
     micro_batch: int = 8  #: trajectories per forward/backward (gradient accumulation inside a step)
     gradient_checkpointing: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
@@ -87,6 +93,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2: GRPO's advantage compares samples of one task")
+        if self.importance_sampling_mode not in SAMPLING_CORRECTION_MODES:
+            raise ValueError(
+                f"importance_sampling_mode must be one of {SAMPLING_CORRECTION_MODES}, got {self.importance_sampling_mode!r}"
+            )
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
         unknown = set(self.report_to) - {"tensorboard", "wandb"}

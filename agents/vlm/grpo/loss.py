@@ -21,6 +21,7 @@ What is computed (TRL 1.16 ``GRPOTrainer``, checked against its source):
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -353,6 +354,49 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
+#: How the sampler/trainer mismatch is corrected (TRL's ``vllm_importance_sampling_mode`` values).
+SAMPLING_CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def sampling_correction(
+    old_logprobs: torch.Tensor,
+    sampling_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "sequence_mask",
+    clip_max: float | None = 3.0,
+    clip_min: float | None = None,
+) -> torch.Tensor:
+    """Importance weights for the mismatch between the engine that sampled the tokens and the trainer.
+
+    The tokens were drawn from ``sampling_logprobs`` (a vLLM server, a bf16 ``generate``) but the loss
+    treats ``old_logprobs`` (the trainer's own forward, no grad) as the behaviour policy; each token's
+    policy loss is multiplied by ``exp(old - sampling)``, TRL's ``vllm_importance_sampling_correction``
+    (truncated IS of Yao et al. 2025):
+
+    - ``token_truncate``: per-token ratios clipped to ``[clip_min, clip_max]``;
+    - ``token_mask``: per-token ratios outside ``[clip_min, clip_max]`` set to 0;
+    - ``sequence_truncate`` / ``sequence_mask`` (TRL's default): the ratio of the summed log-difference of
+      each sequence, clipped or zeroed, applied to all its tokens.
+
+    ``None`` bounds are open. Masked positions and NaN sampling log-probabilities (an engine that gave
+    none) count as no difference. Returns (B, T) for token modes, (B, 1) for sequence modes (no grad).
+    """
+    _choice("mode", mode, SAMPLING_CORRECTION_MODES)
+    _check_2d("sampling_logprobs", sampling_logprobs, old_logprobs.shape)
+    _check_2d("mask", mask, old_logprobs.shape)
+    with torch.no_grad():
+        diff = torch.where(mask.bool(), old_logprobs.detach() - sampling_logprobs.to(old_logprobs.dtype), 0.0)
+        diff = torch.nan_to_num(diff, nan=0.0)
+        if mode.startswith("sequence"):
+            diff = diff.sum(-1, keepdim=True)
+        ratio = torch.exp(diff)
+        if mode.endswith("truncate"):
+            return torch.clamp(ratio, min=clip_min, max=clip_max)
+        low = -math.inf if clip_min is None else clip_min
+        high = math.inf if clip_max is None else clip_max
+        return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+
+
 def _check_2d(name: str, x: torch.Tensor, shape: torch.Size) -> None:
     if x.shape != shape:
         raise ValueError(f"{name} must have shape {tuple(shape)} like logprobs, got {tuple(x.shape)}")
@@ -367,6 +411,7 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     truncated: torch.Tensor | None = None,
     num_items_in_batch: float | torch.Tensor | None = None,
+    sampling_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO-family loss (a scalar to minimise) and float metrics.
 
@@ -388,6 +433,8 @@ def policy_loss(
             micro-batch; here, pass the model tokens of all the micro-batches accumulated into one optimiser step
             (divided by the number of processes when data-parallel gradients are averaged), so that the summed
             micro-batch losses are one token-mean over the step. Default: this batch's model tokens.
+        sampling_weights: (B, T) or (B, 1) from :func:`sampling_correction`; multiplies each token's policy term
+            (not the KL term), as TRL does.
 
     Per token: ``ratio = exp(logprobs - old_logprobs)``; for ``importance_sampling_level="sequence"`` (GSPO) the
     ratio of sequence i is ``s_i = exp(masked mean_t (logprobs - old_logprobs))``, broadcast to its tokens as
@@ -456,6 +503,10 @@ def policy_loss(
     clipped = torch.clamp(ratio, low, high)
     unclipped = ratio if config.delta is None else torch.clamp(ratio, max=config.delta)
     per_token = -torch.min(unclipped * adv, clipped * adv)
+    if sampling_weights is not None:
+        if sampling_weights.shape not in (shape, (bsz, 1)):
+            raise ValueError(f"sampling_weights must be (B, T) or (B, 1), got {tuple(sampling_weights.shape)}")
+        per_token = per_token * torch.where(m, sampling_weights.detach().to(dtype), 0.0)
 
     kl: torch.Tensor | None = None
     if ref_logprobs is not None:

@@ -39,6 +39,7 @@ from agents.vlm.grpo.loss import (
     dynamic_sampling_mask,
     group_advantages,
     policy_loss,
+    sampling_correction,
     state_key,
     step_advantages,
 )
@@ -62,6 +63,11 @@ class StepReport:
     kl: float
     clip_ratio: float
     grad_norm: float
+    #: mean |trainer - sampler| log-probability of the model tokens (0 up to float noise when the trainer's
+    #: forward matches generation; large values mean the sampler is not the policy being trained)
+    logprob_gap: float
+    #: mean importance weight applied (``importance_sampling_correction``), NaN when off
+    importance_ratio: float
     trajectories: int
     groups_kept: int
     env_errors: int
@@ -70,6 +76,7 @@ class StepReport:
     seconds_env: float
     seconds_update: float
     learning_rate: float
+    eval_score: float = float("nan")  #: mean greedy test score, on steps that evaluate (``eval_every``)
 
     @property
     def tokens_per_second(self) -> float:
@@ -278,6 +285,32 @@ class GRPOTrainer:
             with self.accelerator.unwrap_model(self.model).disable_adapter():
                 return completion_logprobs(self.policy, self.model, micro, self.config.temperature or 1.0)[0]
 
+    def _sampling_weights(self, behaviour: Any, micro: Sequence[Trajectory], mask: Any) -> tuple[Any, dict[str, float]]:
+        """The sampler/trainer importance weights (None unless ``importance_sampling_correction``) and the
+        mismatch metric, always: the mean |trainer - sampler| log-probability over model tokens."""
+        import torch
+
+        c = self.config
+        sampled = torch.zeros_like(behaviour)
+        for row, t in enumerate(micro):
+            sampled[row, : len(t.logprobs)] = torch.tensor(t.logprobs, dtype=behaviour.dtype)
+        model = mask.bool()
+        gap = (behaviour - sampled).abs()[model]
+        metrics = {"sampling/logprob_gap": float(gap.mean()) if gap.numel() else 0.0}
+        if not c.importance_sampling_correction:
+            return None, metrics
+        weights = sampling_correction(
+            behaviour,
+            sampled,
+            mask,
+            c.importance_sampling_mode,
+            c.importance_sampling_clip_max,
+            c.importance_sampling_clip_min,
+        )
+        chosen = weights.expand_as(behaviour)[model]
+        metrics["sampling/importance_sampling_ratio"] = float(chosen.mean()) if chosen.numel() else 1.0
+        return weights, metrics
+
     def update(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """``num_iterations`` optimizer updates on ``trajectories``; averaged metrics."""
         import torch
@@ -310,6 +343,8 @@ class GRPOTrainer:
                     adv = adv[:, : logprobs.shape[1]]
                     adv = torch.nn.functional.pad(adv, (0, logprobs.shape[1] - adv.shape[1]))
                 dapo = c.loss.loss_type == "dapo"
+                behaviour = logprobs.detach() if old[k] is None else old[k]
+                weights, mismatch = self._sampling_weights(behaviour, micro, mask)
                 loss, metrics = policy_loss(
                     logprobs,
                     old[k],
@@ -319,7 +354,9 @@ class GRPOTrainer:
                     ref_logprobs=reference[k],
                     truncated=truncated[idx].to(logprobs.device),
                     num_items_in_batch=max(total_tokens, 1) if dapo else None,
+                    sampling_weights=weights,
                 )
+                metrics.update(mismatch)
                 share = len(idx) / len(trajectories)  # this micro-batch's share of the step's trajectories
                 weight = 1.0 if dapo else share  # dapo already divides by the whole step's token count
                 self.accelerator.backward(loss * weight)
@@ -352,6 +389,8 @@ class GRPOTrainer:
             kl=metrics.get("kl", float("nan")),
             clip_ratio=metrics.get("clip_ratio/region_mean", float("nan")),
             grad_norm=metrics.get("grad_norm", float("nan")),
+            logprob_gap=metrics.get("sampling/logprob_gap", float("nan")),
+            importance_ratio=metrics.get("sampling/importance_sampling_ratio", float("nan")),
             trajectories=len(trajectories),
             groups_kept=groups,
             env_errors=errors,
@@ -361,6 +400,8 @@ class GRPOTrainer:
             seconds_update=seconds_update,
             learning_rate=float(self.scheduler.get_last_lr()[0]),
         )
+        if self.config.eval_every and self.step % self.config.eval_every == 0:
+            report.eval_score = self.evaluate()
         self._log(report)
         return report
 
@@ -373,8 +414,6 @@ class GRPOTrainer:
             reports.append(report)
             if on_step is not None:
                 on_step(report)
-            if c.eval_every and self.step % c.eval_every == 0:
-                self.history[-1]["eval_score"] = self.evaluate()
             if (c.save_every and self.step % c.save_every == 0) or self.step == c.steps:
                 self.save_checkpoint()
         self.close_logs()
@@ -439,6 +478,8 @@ class GRPOTrainer:
             "kl": report.kl,
             "clip_ratio": report.clip_ratio,
             "grad_norm": report.grad_norm,
+            "logprob_gap": report.logprob_gap,
+            "importance_ratio": report.importance_ratio,
             "learning_rate": report.learning_rate,
             "tokens_per_second": report.tokens_per_second,
             "groups_kept": report.groups_kept,
@@ -447,6 +488,8 @@ class GRPOTrainer:
             "seconds/env": report.seconds_env,
             "seconds/update": report.seconds_update,
         }
+        if math.isfinite(report.eval_score):
+            record["eval_score"] = report.eval_score
         self.history.append(record)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with (self.output_dir / "metrics.jsonl").open("a") as f:
