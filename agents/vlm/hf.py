@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.vlm.codec import ProcessorCodec, image_key
-from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt
+from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
 from agents.vlm.tiny import VISION_TOKENS, image_only_processor
 
 #: Model types whose image inputs this backend batches (pixel_values + image_grid_thw).
@@ -238,18 +238,7 @@ class HFPolicy:
     # --- chat level ---------------------------------------------------------------------------
 
     def reply(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Reply]:
-        prompts = [self.codec.start(r.messages, r.tools) for r in requests]
-        completions = self.generate(prompts, sampling)
-        return [
-            Reply(
-                self.codec.decode(c.ids),
-                c.ids,
-                c.logprobs,
-                c.finished,
-                {"prompt_tokens": len(p.ids), "completion_tokens": len(c.ids)},
-            )
-            for p, c in zip(prompts, completions, strict=True)
-        ]
+        return reply_by_tokens(self, requests, sampling)
 
     def close(self) -> None:
         self._pixels.clear()

@@ -122,10 +122,28 @@ class ChatCodec(Protocol):
 class TokenPolicy(ChatPolicy, Protocol):
     """A :class:`ChatPolicy` that also works on exact ids (what RL needs)."""
 
-    codec: ChatCodec
+    @property
+    def codec(self) -> ChatCodec: ...
 
     def generate(self, prompts: Sequence[TokenPrompt], sampling: Sampling) -> list[Completion]: ...
 
     def token_logprobs(self, sequences: Sequence[TokenPrompt], temperature: float = 1.0) -> list[np.ndarray]:
         """Per sequence, ``lp[i] = log p(ids[i] | ids[:i])`` for ``i >= 1`` (``lp[0] = 0``)."""
         ...
+
+
+def reply_by_tokens(policy: TokenPolicy, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Reply]:
+    """``ChatPolicy.reply`` of a token-level policy: each conversation through its codec, one batched
+    ``generate``, the completions decoded."""
+    prompts = [policy.codec.start(r.messages, r.tools) for r in requests]
+    completions = policy.generate(prompts, sampling)
+    return [
+        Reply(
+            policy.codec.decode(c.ids),
+            c.ids,
+            c.logprobs,
+            c.finished,
+            {"prompt_tokens": len(p.ids), "completion_tokens": len(c.ids)},
+        )
+        for p, c in zip(prompts, completions, strict=True)
+    ]

@@ -55,7 +55,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Reply, Sampling
+from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Reply, Sampling, TokenPolicy
+from agents.vlm.remote import GENERATE_ROUTE, WEIGHTS_ROUTE
 from visrl_envs.core.tools import tool_call_text
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_total_pixels: int = 32 * 2**20
     max_queued: int = 256  # conversations waiting for the policy, over all requests
+    max_prompts: int = 256  # token route: prompts per request
+    max_prompt_tokens: int = 65536  # token route: ids per prompt
+    max_weights_bytes: int = 64 * 2**30  # weights route: one safetensors body
 
 
 class ApiError(Exception):
@@ -351,8 +355,16 @@ class Batcher:
     """One thread that calls the policy: jobs queued within ``window`` seconds (and with the same
     key) share one ``policy.reply`` call of at most about ``max_batch`` conversations."""
 
-    def __init__(self, policy: ChatPolicy, window: float, max_batch: int, max_queued: int) -> None:
+    def __init__(
+        self,
+        policy: ChatPolicy,
+        window: float,
+        max_batch: int,
+        max_queued: int,
+        model_lock: threading.Lock | None = None,
+    ) -> None:
         self.policy = policy
+        self.model_lock = model_lock or threading.Lock()
         self.window = window
         self.max_batch = max_batch
         self.max_queued = max_queued
@@ -437,7 +449,8 @@ class Batcher:
         for jobs in groups.values():
             requests = [r for job in jobs for r in job.requests]
             try:
-                replies = self.policy.reply(requests, jobs[0].sampling)
+                with self.model_lock:  # the token routes use the same model
+                    replies = self.policy.reply(requests, jobs[0].sampling)
                 if len(replies) != len(requests):
                     raise RuntimeError(f"the policy gave {len(replies)} replies to {len(requests)} conversations")
             except Exception as err:
@@ -594,6 +607,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         app = self.server.app
+        if self._path() in (GENERATE_ROUTE, WEIGHTS_ROUTE):
+            self._token_route(app)
+            return
         try:
             if self._path() != "/v1/chat/completions":
                 self.close_connection = True  # the body is left unread
@@ -611,14 +627,59 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(error)
             return
         except Exception as err:  # never let a request kill the handler silently
-            log.exception("request failed")
-            self._error(
-                ApiError(500, f"internal error: {type(err).__name__}", type="server_error", code="internal_error")
-            )
+            self._internal_error(err)
             return
         self._send(200, payload)
 
-    def _read_json(self, cap: int) -> Any:
+    def _internal_error(self, err: Exception) -> None:
+        log.exception("request failed")
+        self._error(ApiError(500, f"internal error: {type(err).__name__}", type="server_error", code="internal_error"))
+
+    def _token_route(self, app: PolicyServer) -> None:
+        """The token-level routes of :mod:`agents.vlm.remote` (generation on exact ids, weight updates)."""
+        from agents.vlm.remote import RequestError, completions_body, load_weights, parse_token_request
+
+        path = self._path()
+        try:
+            if not self._authorized():
+                self.close_connection = True
+                raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
+            if not isinstance(app.policy, TokenPolicy):
+                self.close_connection = True
+                raise ApiError(404, f"{path}: this server's policy has no token level", code="not_found")
+            model = getattr(app.policy, "model", None)
+            if path == WEIGHTS_ROUTE:
+                if not app.allow_weight_updates or model is None:
+                    self.close_connection = True
+                    raise ApiError(403, "weight updates are off (start the server with them allowed)", code="forbidden")
+                data = self._read_body(app.limits.max_weights_bytes)
+                with app.batcher.model_lock:
+                    loaded = load_weights(model, data)
+                    app.weights_version += 1
+                    payload: dict[str, Any] = {"updated": loaded, "weights_version": app.weights_version}
+            else:
+                body = self._read_json(app.limits.max_body_bytes)
+                tokenizer = getattr(app.policy, "tokenizer", None)
+                vocabulary = len(tokenizer) if tokenizer is not None else 2**31
+                request = parse_token_request(body, vocabulary, app.limits)
+                with app.tracking(), app.batcher.model_lock:
+                    completions = app.policy.generate(request.prompts, request.sampling)
+                    payload = completions_body(completions, app.weights_version)
+        except ApiError as error:
+            self._error(error)
+            return
+        except RequestError as err:
+            self._error(_bad(str(err)))
+            return
+        except ValueError as err:  # e.g. image pads that do not match the images
+            self._error(_bad(f"the policy refused the prompts: {str(err)[:300]}"))
+            return
+        except Exception as err:
+            self._internal_error(err)
+            return
+        self._send(200, payload)
+
+    def _read_body(self, cap: int) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise ApiError(411, "chunked bodies are not supported: send Content-Length", code="length_required")
@@ -638,6 +699,10 @@ class _Handler(BaseHTTPRequestHandler):
         if len(data) != length:
             self.close_connection = True
             raise _bad("the request body ended early")
+        return bytes(data)
+
+    def _read_json(self, cap: int) -> Any:
+        data = self._read_body(cap)
         try:
             return json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -656,6 +721,10 @@ class PolicyServer:
     ``batch_window`` seconds gather concurrent requests into one ``policy.reply`` call of at most
     about ``max_batch`` conversations. The server does not close the policy.
 
+    A token-level policy (transformers) is also served on the routes of :mod:`agents.vlm.remote`:
+    generation on exact ids, and with ``allow_weight_updates`` (off by default: whoever can post
+    weights controls the model) weight updates from a trainer.
+
     Why the stdlib ``ThreadingHTTPServer``: one model behind a single batching thread needs no async
     framework, and the package then needs no web dependency; every input is bounded here instead.
     """
@@ -671,6 +740,7 @@ class PolicyServer:
         batch_window: float = 0.005,
         max_batch: int = 32,
         limits: Limits | None = None,
+        allow_weight_updates: bool = False,
     ) -> None:
         if not model_name:
             raise ValueError("model_name must be non-empty")
@@ -682,6 +752,8 @@ class PolicyServer:
         self.batch_window = batch_window
         self.max_batch = max_batch
         self.limits = limits or Limits()
+        self.allow_weight_updates = allow_weight_updates
+        self.weights_version = 0  #: how many weight updates the served model has taken
         self.created = int(time.time())
         self.token_text = token_texts(policy)
         self.in_flight = 0
@@ -706,7 +778,7 @@ class PolicyServer:
             return self.url
         http = _HTTPServer((self.host, self.port), _Handler)
         http.app = self
-        self.batcher = Batcher(self.policy, self.batch_window, self.max_batch, self.limits.max_queued)
+        self.batcher = Batcher(self.policy, self.batch_window, self.max_batch, self.limits.max_queued, threading.Lock())
         self._http = http
         self._thread = threading.Thread(target=http.serve_forever, name="visrl-serve", daemon=True)
         self._thread.start()
@@ -773,6 +845,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="require this Bearer token (default: none)")
     parser.add_argument("--max-batch", type=int, default=32, help="most conversations per model call")
     parser.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather concurrent requests")
+    parser.add_argument(
+        "--allow-weight-updates",
+        action="store_true",
+        help="accept new weights on /visrl/v1/weights (a trainer's generation server; anyone who can post controls the model)",
+    )
 
 
 def load_policy(model: str) -> ChatPolicy:
@@ -799,6 +876,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         batch_window=args.batch_window_ms / 1000,
         max_batch=args.max_batch,
+        allow_weight_updates=args.allow_weight_updates,
     )
     previous = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM stops as cleanly as Ctrl-C

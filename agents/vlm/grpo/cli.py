@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = GRPOTrainer(config)
         if args.resume:
             trainer.resume(args.resume)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:  # RuntimeError: an unreachable server
         print(f"visrl train: {err}", file=sys.stderr)
         return 2
     console = Console()

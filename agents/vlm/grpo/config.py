@@ -50,6 +50,10 @@ class TrainConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     env_runner: str = "inline"  #: inline | vector | ray
+    #: generate on this server (``visrl serve --model SAME --allow-weight-updates``, agents/vlm/remote.py) instead of
+    #: in-process; the trainable weights are pushed to it after every update. None: in-process ``generate``
+    generation_server: str | None = None
+    generation_server_api_key: str | None = None
     dynamic_sampling: bool = False  #: DAPO: drop groups whose rewards are all equal and refill
     max_refills: int = 4  #: extra rollout rounds per step when refilling
     credit: str = "trajectory"  #: trajectory (GRPO) | step (GiGPO sub-groups of shared env states)
@@ -97,6 +101,8 @@ class TrainConfig:
             raise ValueError(
                 f"importance_sampling_mode must be one of {SAMPLING_CORRECTION_MODES}, got {self.importance_sampling_mode!r}"
             )
+        if self.generation_server is not None and self.lora is not None:
+            raise ValueError("generation_server with LoRA is not supported yet (the server would need merged weights)")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
         unknown = set(self.report_to) - {"tensorboard", "wandb"}

@@ -191,6 +191,8 @@ class GRPOTrainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.policy.model, optimizer, scheduler)
         self.policy.model = self.accelerator.unwrap_model(self.model)
         self.reference = self._reference_model()
+        self.sampler = self._generation_client()
+        self.sync_weights()
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self._writers: list[Any] = []
@@ -206,6 +208,27 @@ class GRPOTrainer:
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
         return reference
+
+    def _generation_client(self) -> Any:
+        """A :class:`~agents.vlm.remote.RemotePolicy` on ``generation_server`` (None: generate in-process)."""
+        if self.config.generation_server is None:
+            return None
+        from agents.vlm.remote import RemotePolicy
+
+        return RemotePolicy(
+            self.config.generation_server, self.policy.processor, api_key=self.config.generation_server_api_key
+        )
+
+    def sync_weights(self) -> None:
+        """Push the trainable weights to the generation server (no-op without one). The full state is
+        gathered by accelerate (FSDP / ZeRO-3 shards included) and sent from the main process."""
+        if self.sampler is None:
+            return
+        state = self.accelerator.get_state_dict(self.model)
+        if self.accelerator.is_main_process:
+            trainable = {n for n, p in self.accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad}
+            self.sampler.push_weights({name: tensor for name, tensor in state.items() if name in trainable})
+        self.accelerator.wait_for_everyone()
 
     def task_seeds(self, step: int, count: int, round_: int = 0) -> list[int]:
         """The reset seeds of step ``step`` on this process (a pure function of the run seed, the step
@@ -230,7 +253,7 @@ class GRPOTrainer:
             if need <= 0:
                 break
             runs = collect(
-                self.policy,
+                self.sampler or self.policy,
                 c.env_id,
                 self.task_seeds(step, need, round_),
                 group_size=c.group_size,
@@ -378,6 +401,7 @@ class GRPOTrainer:
         trajectories, groups, errors = self.rollouts(self.step, stats)
         start = time.perf_counter()
         metrics = self.update(trajectories) if trajectories else {}
+        self.sync_weights()
         seconds_update = time.perf_counter() - start
         self.step += 1
         report = StepReport(
@@ -467,6 +491,7 @@ class GRPOTrainer:
         state = json.loads(state_file.read_text())
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
+        self.sync_weights()
 
     def _log(self, report: StepReport) -> None:
         record = {
