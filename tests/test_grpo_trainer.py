@@ -199,4 +199,4 @@ def test_periodic_evaluation_reaches_the_logs(tmp_path: Path) -> None:
     assert np.isnan(reports[0].eval_score) and 0.0 <= reports[1].eval_score <= 1.0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert "eval_score" not in lines[0] and lines[1]["eval_score"] == reports[1].eval_score
-    assert np.isfinite(lines[1]["logprob_gap"])
+    assert np.isfinite(lines[1]["logprob_gap"]) and lines[1]["kl"] is None, "strict JSON: no NaN"

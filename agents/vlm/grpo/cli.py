@@ -4,6 +4,7 @@
     visrl train vlm --config configs/grpo_shapecolor_tiny.yaml
     visrl train vlm --model /models/Qwen2.5-VL-3B-Instruct --env visrl/Jigsaw-v1 --steps 200 --lora
     visrl train vlm --config FILE --resume runs/grpo/checkpoint-50
+    visrl train vlm --config FILE --generation-server http://127.0.0.1:8001   # visrl serve --allow-weight-updates
     visrl train sft --model /models/Qwen2.5-VL-3B-Instruct --demos demos/jigsaw --output-dir runs/sft
 
 Flags given with ``--config`` override the file's values.
@@ -34,6 +35,7 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--eval-every": ("eval_every", int),
     "--seed": ("seed", int),
     "--env-runner": ("env_runner", str),
+    "--generation-server": ("generation_server", str),
 }
 
 

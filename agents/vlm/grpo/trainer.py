@@ -518,7 +518,9 @@ class GRPOTrainer:
         self.history.append(record)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with (self.output_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            # strict JSON: a metric that was not computed (kl without a reference, ...) is null, not NaN
+            strict = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+            f.write(json.dumps(strict, allow_nan=False) + "\n")
         if not self._writers and self.config.report_to:
             self._writers = self._open_writers()
         for writer in self._writers:
