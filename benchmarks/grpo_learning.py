@@ -299,7 +299,7 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
 def markdown(outcomes: list[Outcome]) -> str:
     r = outcomes[0].recipe
     rows = "".join(
-        f"| {o.recipe.trainer} | {o.recipe.seed} | {o.recipe.learning_rate:g} | {o.before[0]:.3f} [{o.before[1]:.3f}, {o.before[2]:.3f}] | {o.preference_before:.3f} | "
+        f"| {o.recipe.trainer} | {o.recipe.seed} | {o.recipe.learning_rate:g} {o.recipe.lr_scheduler} | {o.before[0]:.3f} [{o.before[1]:.3f}, {o.before[2]:.3f}] | {o.preference_before:.3f} | "
         f"**{o.after[0]:.3f}** [{o.after[1]:.3f}, {o.after[2]:.3f}] | {o.preference_after:.3f} | {len(o.rewards)} | "
         f"{o.seconds_sft:.0f} + {o.seconds_grpo:.0f} | {o.parameters_changed:.0%} |\n"
         for o in outcomes
@@ -311,7 +311,8 @@ def markdown(outcomes: list[Outcome]) -> str:
         f"random-answer demos ({r.sft_steps} steps, lr {r.sft_learning_rate}): the format, at chance. Then GRPO "
         f"({r.tasks_per_step} tasks x {r.group_size} samples per step, KL anchor beta {r.beta}) with our trainer "
         "(`visrl`) and with TRL's GRPOTrainer through our rollout function (`trl`). P(right letter): the probability of the right option after `<answer>`, teacher-forced, "
-        "normalised over the options (0.5 is chance).\n\n"
+        "normalised over the options (0.5 is chance). Seconds are wall time on a shared 2-core machine, not a "
+        "throughput figure (the step-time section has those).\n\n"
         "| trainer | seed | lr | warm start: greedy test score | P(right) | after GRPO: greedy test score | "
         "P(right) | GRPO steps | seconds (SFT + GRPO) | tensors changed |\n|---|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n"
