@@ -11,6 +11,10 @@ the collector of :mod:`agents.vlm.rollout` against the issue's targets:
     slot, what ``env_runner="vector"`` builds), 4 workers hosting 8 slots each, and the literal
     "4 async workers" pool with B x G = 1 x 4.
 
+The policy keeps a prefix cache (:mod:`agents.vlm.prefix_cache`), batched and one at a time alike; one
+row turns it off on both sides (``prefix_cache_bytes=0``: every turn re-encodes the conversation) to
+show what it is worth. *encoded* is the share of prompt tokens that went through the model.
+
 Every setting runs ``--repeats`` times, interleaved (setting order rotates each repeat) so the
 drift of a shared machine hits all of them alike; figures are medians and every ratio compares two
 timings taken in the same run. Each collection uses fresh task seeds (no cache stays warm between
@@ -27,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import platform
 import statistics
@@ -46,7 +49,7 @@ from rich.table import Table
 
 from agents.vlm.env_pool import EnvPool, HostedEnvs, InlineEnvs, VectorEnvs, make_text_env
 from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import Sampling, TokenPrompt
+from agents.vlm.policy import Sampling
 from agents.vlm.rollout import RolloutStats, collect
 from benchmarks.sections import replace_section
 
@@ -77,6 +80,7 @@ class Setting:
     single: Callable[[str, dict[str, Any]], EnvPool]  # one-slot pool for the sequential baseline
     single_label: str
     threads: int = 0  # torch threads for this row (0: the run's --threads)
+    prefix_cache: bool = True  # the policy keeps key/value states between calls
 
     @property
     def size(self) -> int:
@@ -98,6 +102,7 @@ def _hosted(workers: int) -> Callable[[str, dict[str, Any], int], EnvPool]:
 SETTINGS = (
     Setting("inline", "inline", 0, 4, 8, _inline, _inline, "inline, 1 slot"),
     Setting("inline, 2 torch threads", "inline", 0, 4, 8, _inline, _inline, "inline, 1 slot", threads=2),
+    Setting("inline, no prefix cache", "inline", 0, 4, 8, _inline, _inline, "inline, 1 slot", prefix_cache=False),
     Setting("vector 32 workers", "vector", 32, 4, 8, _vector, _vector, "AsyncVectorEnv, 1 worker"),
     Setting("vector 4 workers x 8 slots", "vector", 4, 4, 8, _hosted(4), _vector, "AsyncVectorEnv, 1 worker"),
     Setting("vector 4 workers (B*G=4)", "vector", 4, 1, 4, _vector, _vector, "AsyncVectorEnv, 1 worker"),
@@ -116,6 +121,8 @@ class Timing:
     turns: int = 0
     episodes: int = 0
     turn_overheads: list[float] = field(default_factory=list)  # per model turn: (env + bookkeeping) / generate
+    prompt_tokens: int = 0  # prompt tokens of every generation call (prefix-cache policies only)
+    encoded_tokens: int = 0  # of which went through the model
 
     @property
     def overhead(self) -> float:
@@ -142,11 +149,11 @@ def timed_collect(
     group: int,
     pool: EnvPool,
     budget: Budget,
-    keep: list[TokenPrompt] | None = None,
 ) -> Timing:
-    """One collection, with the per-turn split read off ``on_turn`` snapshots of the stats.
-    ``keep`` receives the final token sequences (for :func:`anatomy`)."""
+    """One collection, with the per-turn split read off ``on_turn`` snapshots of the stats."""
     stats = RolloutStats()
+    cache = policy.prefix_cache
+    before = (cache.prompt_tokens, cache.encoded_tokens) if cache is not None else (0, 0)
     marks: list[tuple[float, float, float]] = []
 
     def snapshot(turn: int, live: int) -> None:
@@ -165,8 +172,7 @@ def timed_collect(
         on_turn=snapshot,
     )
     wall = time.perf_counter() - start
-    if keep is not None:
-        keep += [t.sequence() for t in trajectories]
+    after = (cache.prompt_tokens, cache.encoded_tokens) if cache is not None else (0, 0)
     marks.append((stats.generate, stats.env, stats.bookkeeping))
     # segment k (between the snapshots before turns k and k+1): turn k's generation, its step and record
     per_turn = [(b[1] - a[1] + b[2] - a[2]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks) if b[0] > a[0]]
@@ -179,6 +185,8 @@ def timed_collect(
         stats.turns,
         len(trajectories),
         per_turn,
+        after[0] - before[0],
+        after[1] - before[1],
     )
 
 
@@ -196,70 +204,9 @@ def one_at_a_time(policy: HFPolicy, env_id: str, seeds: list[int], group: int, p
             total.turns += one.turns
             total.episodes += one.episodes
             total.turn_overheads += one.turn_overheads
+            total.prompt_tokens += one.prompt_tokens
+            total.encoded_tokens += one.encoded_tokens
     return total
-
-
-@dataclass
-class Anatomy:
-    """Where batching pays: one generation call over the final sequences of a batched collection
-    (each about a whole episode long), batched vs one sequence at a time, prefill alone
-    (``max_new_tokens=1``) and with the full turn budget."""
-
-    prefill_batched: float = 0.0
-    prefill_single: float = 0.0
-    full_batched: float = 0.0
-    full_single: float = 0.0
-
-    @property
-    def prefill_speedup(self) -> float:
-        return self.prefill_single / self.prefill_batched
-
-    @property
-    def decode_speedup(self) -> float:
-        """(full - prefill) one at a time / (full - prefill) batched: the token-by-token part."""
-        return (self.full_single - self.prefill_single) / (self.full_batched - self.prefill_batched)
-
-    def tokens_for_speedup(self, target: float, max_new_tokens: int) -> float:
-        """The turn length at which this split would give ``target`` x on generation alone (a linear
-        extrapolation of the per-token decode cost; ``inf`` when decoding alone cannot reach it)."""
-        per_batched = (self.full_batched - self.prefill_batched) / max(max_new_tokens - 1, 1)
-        per_single = (self.full_single - self.prefill_single) / max(max_new_tokens - 1, 1)
-        if per_single <= target * per_batched:
-            return float("inf")
-        return 1 + max(0.0, target * self.prefill_batched - self.prefill_single) / (per_single - target * per_batched)
-
-    @property
-    def prefill_share(self) -> float:
-        """The prefill's share of the batched generation time."""
-        return self.prefill_batched / self.full_batched
-
-
-def anatomy(policy: HFPolicy, sequences: list[TokenPrompt], sampling: Sampling, seed: int) -> Anatomy:
-    import torch
-
-    out = Anatomy()
-    policy.generate(sequences, Sampling(temperature=sampling.temperature, max_new_tokens=1))  # warm-up, untimed
-    for tokens in (1, sampling.max_new_tokens):
-        budget = Sampling(temperature=sampling.temperature, max_new_tokens=tokens)
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        policy.generate(sequences, budget)
-        batched = time.perf_counter() - t0
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        for sequence in sequences:
-            policy.generate([sequence], budget)
-        single = time.perf_counter() - t0
-        if tokens == 1:
-            out.prefill_batched, out.prefill_single = batched, single
-        else:
-            out.full_batched, out.full_single = batched, single
-    return out
-
-
-def _finite(value: float) -> float | None:
-    """``value``, or ``None`` (JSON's null) when infinite."""
-    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -277,7 +224,6 @@ class Row:
     single: list[Timing]
     single_label: str
     max_new_tokens: int
-    anatomies: list[Anatomy] = field(default_factory=list)
 
     def median(self, which: str, value: Callable[[Timing], float]) -> float:
         return statistics.median(value(t) for t in (self.batched if which == "batched" else self.single))
@@ -334,32 +280,28 @@ class Row:
             "token_rate_ratio": self.token_rate_ratio,
             "overhead_target_met": self.overhead <= OVERHEAD_TARGET,
             "speedup_target_met": self.speedup >= SPEEDUP_TARGET,
-            **(
-                {
-                    "anatomy_prefill_share": statistics.median(a.prefill_share for a in self.anatomies),
-                    "anatomy_prefill_speedup": statistics.median(a.prefill_speedup for a in self.anatomies),
-                    "anatomy_decode_speedup": statistics.median(a.decode_speedup for a in self.anatomies),
-                    "anatomy_tokens_for_target": _finite(
-                        statistics.median(
-                            a.tokens_for_speedup(SPEEDUP_TARGET, self.max_new_tokens) for a in self.anatomies
-                        )
-                    ),
-                }
-                if self.anatomies
-                else {}
-            ),
+            "batched_encoded_fraction": self.encoded("batched"),
+            "single_encoded_fraction": self.encoded("single"),
         }
+
+    def encoded(self, which: str) -> float | None:
+        """The share of prompt tokens that went through the model (``None`` without a prefix cache)."""
+        timings = self.batched if which == "batched" else self.single
+        if not any(t.prompt_tokens for t in timings):
+            return None
+        return sum(t.encoded_tokens for t in timings) / sum(t.prompt_tokens for t in timings)
 
 
 def measure(
-    policy: HFPolicy,
+    policies: dict[bool, HFPolicy],
     settings: Sequence[Setting],
     envs: dict[str, dict[str, Any]],
     repeats: int,
     budget: Budget,
     progress: Progress,
 ) -> list[Row]:
-    """Every (env, setting) ``repeats`` times, interleaved; batched and one-at-a-time back to back."""
+    """Every (env, setting) ``repeats`` times, interleaved; batched and one-at-a-time back to back.
+    ``policies``: the policy with (``True``) and without (``False``) a prefix cache."""
     import torch
 
     threads = torch.get_num_threads()
@@ -393,6 +335,7 @@ def measure(
                 for pool in (batched_pool, single_pool):
                     for _ in range(3):
                         pool.reset([next(seeds) for _ in range(pool.size)])
+                policy = policies[s.prefix_cache]
                 timed_collect(policy, env_id, [next(seeds)], s.size, batched_pool, budget)
                 timed_collect(policy, env_id, [next(seeds)], 1, single_pool, budget)
                 progress.advance(task)
@@ -405,14 +348,12 @@ def measure(
                 batched_pool, single_pool = pools[env_id, s.name]
                 progress.update(task, description=f"{env_id.split('/')[1]} · {s.name} · repeat {repeat + 1}")
                 task_seeds = [next(seeds) for _ in range(s.tasks)]
+                policy = policies[s.prefix_cache]
                 torch.manual_seed(repeat)
-                kept: list[TokenPrompt] | None = [] if s.workers == 0 else None
-                row.batched.append(timed_collect(policy, env_id, task_seeds, s.group, batched_pool, budget, kept))
+                row.batched.append(timed_collect(policy, env_id, task_seeds, s.group, batched_pool, budget))
                 task_seeds = [next(seeds) for _ in range(s.tasks)]
                 torch.manual_seed(repeat)
                 row.single.append(one_at_a_time(policy, env_id, task_seeds, s.group, single_pool, budget))
-                if kept:
-                    row.anatomies.append(anatomy(policy, kept, budget.sampling, repeat))
                 progress.advance(task)
     finally:
         for batched_pool, single_pool in pools.values():
@@ -429,7 +370,7 @@ def _met(ok: bool) -> str:
 
 
 def notes(rows: list[Row]) -> list[str]:
-    """What the settings are, where batching pays (the anatomy), and the verdict, from the figures."""
+    """What the settings are, what the prefix cache is worth, and the verdict, from the figures."""
     lines = [
         'Env sides: *inline* = envs in the collector\'s process. *vector 32 workers* = `env_runner="vector"` as the',
         "collector builds it: one `AsyncVectorEnv` subprocess per slot, so B x G = 32 subprocesses on this machine's",
@@ -442,20 +383,19 @@ def notes(rows: list[Row]) -> list[str]:
         "is quiet and the most disturbed when other jobs run (a second OpenMP thread that loses its core stalls).",
         "",
     ]
+    cached = {(r.env_id, r.setting): r for r in rows}
     for r in rows:
-        if r.anatomies:
-            s = r.summary()
+        if r.setting.endswith("no prefix cache") and (r.env_id, "inline") in cached:
+            with_cache = cached[r.env_id, "inline"]
             lines.append(
-                f"Generation anatomy, {r.env_id.split('/')[1]}, {r.setting} (one call over the final sequences of a "
-                f"batched collection): the prefill is {100 * s['anatomy_prefill_share']:.0f}% of batched generation time; "
-                f"batching speeds the prefill up {s['anatomy_prefill_speedup']:.1f}x and the token-by-token decode "
-                f"{s['anatomy_decode_speedup']:.1f}x. "
-                + (
-                    f"Extrapolating the per-token cost, generation alone would reach {SPEEDUP_TARGET:.0f}x from turns "
-                    f"of about {s['anatomy_tokens_for_target']:.0f} new tokens."
-                    if s["anatomy_tokens_for_target"] is not None
-                    else f"Decoding alone is below {SPEEDUP_TARGET:.0f}x, so longer turns would not reach it."
-                )
+                f"Prefix cache, {r.env_id.split('/')[1]}, inline: batched generation takes "
+                f"{with_cache.median('batched', lambda t: t.generate / t.turns):.3f} s a turn with it and "
+                f"{r.median('batched', lambda t: t.generate / t.turns):.3f} s without "
+                f"({r.median('batched', lambda t: t.generate) / with_cache.median('batched', lambda t: t.generate):.1f}x);"
+                f" one at a time {r.median('single', lambda t: t.generate) / with_cache.median('single', lambda t: t.generate):.1f}x."
+                f" With it the model encodes {100 * (with_cache.encoded('batched') or 0):.0f}% of the prompt tokens"
+                f" batched (a group's shared first prompt once) and {100 * (with_cache.encoded('single') or 0):.0f}%"
+                " one at a time."
             )
     lines.append("")
     missed = [
@@ -533,8 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens)
     console = Console(width=max(Console().width, 160))
     policy = HFPolicy.tiny(seed=0)
+    policies = {True: policy, False: HFPolicy(policy.model, policy.processor, prefix_cache_bytes=0)}
     with Progress(console=console) as progress:
-        rows = measure(policy, settings, ENVS, args.repeats, Budget(sampling, args.max_turns), progress)
+        rows = measure(policies, settings, ENVS, args.repeats, Budget(sampling, args.max_turns), progress)
     meta: dict[str, Any] = {
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "host": platform.node(),
@@ -590,7 +531,6 @@ def main(argv: list[str] | None = None) -> None:
                 "setting": r.setting,
                 "batched": [asdict(t) for t in r.batched],
                 "single": [asdict(t) for t in r.single],
-                "anatomy": [asdict(a) for a in r.anatomies],
             }
             for r in rows
         ],

@@ -7,6 +7,8 @@ policy protocol are here: ``reply`` for evaluation, ``generate`` / ``token_logpr
 for RL. Batches are left-padded; the vision special tokens are suppressed in generation, and the
 recorded log-probabilities are those of the distribution sampled from (temperature-scaled logits,
 suppressed tokens removed), computed in fp32 from the same logits ``generate`` sampled with.
+``generate`` keeps the key/value states of what it has seen (:mod:`agents.vlm.prefix_cache`), so
+the next turn of a conversation, or the G samples of one prompt, encode only what is new.
 
 Supported: models whose processors take ``image_grid_thw`` and mark image tokens in
 ``mm_token_type_ids`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL). Other families (SmolVLM, Idefics3,
@@ -25,6 +27,7 @@ import numpy as np
 
 from agents.vlm.codec import ProcessorCodec, image_key
 from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
+from agents.vlm.prefix_cache import CACHED_MODEL_TYPES, PrefixCache, cached_generate
 from agents.vlm.tiny import VISION_TOKENS, image_only_processor
 
 #: Model types whose image inputs this backend batches (pixel_values + image_grid_thw).
@@ -66,7 +69,10 @@ class HFPolicy:
     """A transformers VLM as a :class:`~agents.vlm.policy.TokenPolicy`.
 
     ``micro_batch``: sequences per forward in :meth:`token_logprobs` (bounds memory on long prompts).
-    ``image_cache``: how many processed images to keep (the same image recurs every turn)."""
+    ``image_cache``: how many processed images to keep (the same image recurs every turn).
+    ``prefix_cache_bytes``: memory for the key/value states of past sequences, so that a turn only
+    encodes what is new (:mod:`agents.vlm.prefix_cache`); 0 generates through ``model.generate``
+    with a full prefill every call."""
 
     def __init__(
         self,
@@ -75,6 +81,7 @@ class HFPolicy:
         name: str = "hf",
         micro_batch: int = 8,
         image_cache: int = 256,
+        prefix_cache_bytes: int = 1 << 30,
     ) -> None:
         import torch
 
@@ -97,6 +104,9 @@ class HFPolicy:
         self._banned = torch.tensor(self.banned_ids, dtype=torch.long)
         self._pixels: OrderedDict[bytes, tuple[Any, Any]] = OrderedDict()
         self._image_cache = image_cache
+        self.prefix_cache = (
+            PrefixCache(prefix_cache_bytes) if prefix_cache_bytes and model_type in CACHED_MODEL_TYPES else None
+        )
 
     # --- construction -------------------------------------------------------------------------
 
@@ -162,18 +172,22 @@ class HFPolicy:
                 pixels.append(values)
                 grids.append(grid)
         marks = (ids == self.image_token_id).long() * attention
-        expected = sum(int(g.prod()) // self._merge_area() for g in grids)
-        if int(marks.sum()) != expected:
-            raise ValueError(
-                f"the ids hold {int(marks.sum())} image tokens but the {len(grids)} images need {expected}: "
-                "ids and images are out of step"
-            )
+        self.check_image_tokens(int(marks.sum()), grids)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": attention, "mm_token_type_ids": marks}
         if pixels:
             batch["pixel_values"] = torch.cat(pixels)
             batch["image_grid_thw"] = torch.cat(grids)
         device = self.device
         return {k: v.to(device) for k, v in batch.items()}
+
+    def check_image_tokens(self, found: int, grids: Sequence[Any]) -> None:
+        """Refuse ids whose image tokens do not match the images' grids (``found`` tokens)."""
+        expected = sum(int(g.prod()) // self._merge_area() for g in grids)
+        if found != expected:
+            raise ValueError(
+                f"the ids hold {found} image tokens but the {len(grids)} images need {expected}: "
+                "ids and images are out of step"
+            )
 
     def _merge_area(self) -> int:
         merge = int(getattr(self.processor.image_processor, "merge_size", 2))
@@ -187,6 +201,8 @@ class HFPolicy:
 
         if not prompts:
             return []
+        if self.prefix_cache is not None:
+            return cached_generate(self, self.prefix_cache, prompts, sampling)
         batch = self.model_inputs(prompts)
         width = batch["input_ids"].shape[1]
         if sampling.seed is not None:
@@ -242,3 +258,5 @@ class HFPolicy:
 
     def close(self) -> None:
         self._pixels.clear()
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()

@@ -1,0 +1,503 @@
+"""Multi-turn generation that never re-encodes what it has seen: a prefix cache of key/value states.
+
+A multi-turn rollout sends each trajectory back to the model with its whole history plus the env's
+new turn, and the G members of a group start from the same prompt. Re-encoding all of it every turn
+made the prefill 70-83% of generation time (benchmarks/RESULTS.md). :class:`PrefixCache` keeps the
+attention keys and values of the sequences generated so far (LRU, bounded in bytes); a new prompt
+starts from its longest cached prefix and only its new tokens and new images go through the model.
+Identical uncached remainders in one batch (a group's shared first prompt) are encoded once.
+
+Why not ``model.generate(past_key_values=...)``: in transformers 5.23 the Qwen-VL models take one
+``image_grid_thw`` for two jobs, the multimodal rotary positions (which need every image of the
+sequence) and the vision tower (which must see only the images not yet cached), so a turn that
+brings new images (every Jigsaw turn) cannot continue from a cache through ``generate``. Here the
+positions come from the model's own ``get_rope_index`` over the whole sequence and the forward gets
+only the new chunk and its images; decoding is a plain loop with transformers' logits warpers.
+
+Layout of a batch: each row's cached prefix is right-aligned in the cache columns and its new chunk
+right-aligned in the chunk columns, so a row may have a hole (attention mask 0) between the two;
+positions are explicit, so holes shift nothing. Token log-probabilities are those of
+:func:`agents.vlm.hf.gather_logprobs`, and a re-scoring of the full sequence reproduces them (the
+replay tests in tests/test_vlm_rollout.py hold the cached path to 1e-4).
+
+The cache is emptied whenever the model's weights change (an optimizer step, ``load_state_dict``),
+detected from the parameters' storage and version counters before each call.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.vlm.codec import image_key
+from agents.vlm.policy import Completion, Sampling, TokenPrompt
+
+#: Model types whose forward takes explicit multimodal rotary positions and a chunk's own images.
+CACHED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+@dataclass
+class CachedSequence:
+    """The keys and values of one sequence: per layer (heads, length, head_dim)."""
+
+    ids: np.ndarray
+    image_keys: tuple[bytes, ...]
+    keys: list[Any]
+    values: list[Any]
+    positions: Any = None  # (3, length) multimodal rotary positions
+    uid: int = 0
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nbytes = sum(t.numel() * t.element_size() for t in itertools.chain(self.keys, self.values))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def is_prefix_of(self, other: CachedSequence) -> bool:
+        n = len(self.ids)
+        return (
+            n <= len(other.ids)
+            and self.image_keys == other.image_keys[: len(self.image_keys)]
+            and bool(np.array_equal(self.ids, other.ids[:n]))
+        )
+
+
+def image_run_starts(ids: np.ndarray, image_token_id: int) -> np.ndarray:
+    """Indices where a run of image tokens (one image) begins."""
+    is_image = ids == image_token_id
+    starts = is_image.copy()
+    starts[1:] &= ~is_image[:-1]
+    return np.flatnonzero(starts)
+
+
+def usable_prefix(
+    cached_ids: np.ndarray,
+    cached_images: Sequence[bytes],
+    ids: np.ndarray,
+    images: Sequence[bytes],
+    image_token_id: int,
+) -> tuple[int, int]:
+    """How much of a cached sequence a prompt can reuse: ``(tokens, images)``.
+
+    The longest common prefix of the ids, shortened so that at least one prompt token is left to
+    compute (its logits start the generation), no image is cut in two, and every image inside the
+    prefix is the same image (same content) in both."""
+    n = min(len(cached_ids), len(ids) - 1)
+    if n <= 0:
+        return 0, 0
+    differ = np.flatnonzero(cached_ids[:n] != ids[:n])
+    length = int(differ[0]) if len(differ) else n
+    runs = image_run_starts(ids, image_token_id)
+    if length < len(ids) and ids[length] == image_token_id and length > 0 and ids[length - 1] == image_token_id:
+        length = int(runs[np.searchsorted(runs, length, side="right") - 1])  # back to the image's first token
+    count = int(np.searchsorted(runs, length, side="left"))
+    for index in range(count):
+        if index >= len(cached_images) or index >= len(images) or cached_images[index] != images[index]:
+            return int(runs[index]), index
+    return length, count
+
+
+class PrefixCache:
+    """An LRU store of :class:`CachedSequence` bounded to ``max_bytes``.
+
+    ``add`` drops the entry a new sequence grew from when the new one contains it (a later prompt
+    that matches the old one matches the new one at least as far). A prompt that extends an entry
+    (the next turn of a trajectory) is found by hashing its prefixes at the entries' lengths; only
+    prompts that extend none are compared with every entry."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[int, CachedSequence] = OrderedDict()
+        self.nbytes = 0
+        self.fingerprint: Any = None
+        self._uids = itertools.count(1)
+        self._by_prefix: dict[tuple[int, int], int] = {}  # (length, hash of ids and images) -> uid
+        self.prompt_tokens = 0  # prompt tokens asked for
+        self.encoded_tokens = 0  # of which went through the model (the rest: from the cache or a batch twin)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self._by_prefix.clear()
+        self.nbytes = 0
+
+    def match(
+        self, ids: np.ndarray, images: Sequence[bytes], image_token_id: int
+    ) -> tuple[CachedSequence | None, int, int]:
+        """The entry with the longest usable prefix of a prompt, that prefix's token and image counts."""
+        best = self._extended(ids, images, image_token_id)
+        if best[0] is None:
+            for entry in self.entries.values():
+                tokens, count = usable_prefix(entry.ids, entry.image_keys, ids, images, image_token_id)
+                if tokens > best[1]:
+                    best = (entry, tokens, count)
+        if best[0] is not None:
+            self.entries.move_to_end(best[0].uid)
+        return best
+
+    def _extended(
+        self, ids: np.ndarray, images: Sequence[bytes], image_token_id: int
+    ) -> tuple[CachedSequence | None, int, int]:
+        """The longest entry the prompt extends (its ids and images are the prompt's first ones)."""
+        runs = image_run_starts(ids, image_token_id)
+        for length in sorted({length for length, _ in self._by_prefix if length < len(ids)}, reverse=True):
+            count = int(np.searchsorted(runs, length, side="left"))
+            uid = self._by_prefix.get((length, _prefix_hash(ids[:length], images[:count])))
+            entry = self.entries.get(uid) if uid is not None else None
+            if (
+                entry is not None
+                and entry.image_keys == tuple(images[:count])
+                and np.array_equal(entry.ids, ids[:length])
+            ):
+                return entry, length, count
+        return None, 0, 0
+
+    def add(self, entry: CachedSequence, grew_from: CachedSequence | None = None) -> None:
+        if entry.nbytes > self.max_bytes:
+            return
+        if grew_from is not None and grew_from.uid in self.entries and grew_from.is_prefix_of(entry):
+            self._drop(grew_from.uid)
+        entry.uid = next(self._uids)
+        self.entries[entry.uid] = entry
+        self._by_prefix[len(entry), _prefix_hash(entry.ids, entry.image_keys)] = entry.uid
+        self.nbytes += entry.nbytes
+        while self.nbytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, uid: int) -> None:
+        entry = self.entries.pop(uid)
+        self.nbytes -= entry.nbytes
+        key = (len(entry), _prefix_hash(entry.ids, entry.image_keys))
+        if self._by_prefix.get(key) == uid:
+            del self._by_prefix[key]
+
+
+def _prefix_hash(ids: np.ndarray, images: Sequence[bytes]) -> int:
+    return hash((ids.tobytes(), tuple(images)))
+
+
+def rope_index_owner(model: Any) -> Any:
+    """The submodule that computes the multimodal rotary positions (found through wrappers such as
+    peft's)."""
+    for module in model.modules():
+        if hasattr(type(module), "get_rope_index"):
+            return module
+    raise ValueError(f"{type(model).__name__} has no get_rope_index: its positions cannot be cached")
+
+
+def weights_fingerprint(model: Any) -> tuple[Any, ...]:
+    """Changes whenever the weights change.
+
+    Every parameter's storage and version counter catch replacements and ordinary in-place writes
+    (``load_state_dict``, plain optimizers). Fused optimizers (``torch.optim.AdamW(fused=True)``,
+    transformers' default ``adamw_torch_fused``) write without bumping the version counter, so the
+    trainable parameters are also summed bit-exactly (as integers: any changed bit shows)."""
+    import torch
+
+    same_size_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    fingerprint: list[Any] = []
+    sums = []
+    for parameter in model.parameters():
+        fingerprint.append((parameter.data_ptr(), parameter._version))
+        if parameter.requires_grad:
+            data = parameter.detach()
+            sums.append(data.view(same_size_int[data.element_size()]).sum(dtype=torch.int64))
+    if sums:
+        fingerprint.append(tuple(torch.stack(sums).tolist()))
+    return tuple(fingerprint)
+
+
+@dataclass
+class _Row:
+    """One prompt's plan: what the cache gives and what is left to encode."""
+
+    ids: np.ndarray
+    image_keys: tuple[bytes, ...]
+    source: CachedSequence | None
+    cached: int  # tokens taken from ``source``
+    cached_images: int
+    positions: Any  # (3, len(ids)) multimodal rotary positions of the whole prompt
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Rows with equal keys compute the same thing (the cached prefix is the same tokens and
+        images, whichever entry holds it)."""
+        return (self.cached, self.ids.tobytes(), self.image_keys)
+
+
+def _buffer_cache(layers: Sequence[tuple[Any, Any]], capacity: int) -> Any:
+    """A transformers cache over per-layer (rows, heads, length, dim) states, with room for
+    ``capacity`` tokens."""
+    from transformers.cache_utils import Cache
+
+    layer_type = _buffer_layer_type()
+    return Cache(layers=[layer_type(keys, values, capacity) for keys, values in layers])
+
+
+@functools.cache
+def _buffer_layer_type() -> type:
+    """The cache layer class (made on first use: transformers is imported only with a model)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """A cache layer that writes into a buffer allocated once for the whole call.
+
+        transformers' ``DynamicLayer`` concatenates, copying the whole cache at every decode step;
+        with 32 rows of ~1000 tokens that was the largest cost after attention in a profiled Jigsaw
+        rollout."""
+
+        def __init__(self, keys: Any, values: Any, capacity: int) -> None:
+            super().__init__()
+            rows, heads, length, dim = keys.shape
+            self.buffers = (
+                keys.new_empty((rows, heads, capacity, dim)),
+                values.new_empty((rows, heads, capacity, dim)),
+            )
+            self.buffers[0][:, :, :length] = keys
+            self.buffers[1][:, :, :length] = values
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._view(length)
+
+        @property
+        def capacity(self) -> int:
+            return int(self.buffers[0].shape[-2])
+
+        def _view(self, length: int) -> None:
+            self.length = length
+            self.keys, self.values = self.buffers[0][:, :, :length], self.buffers[1][:, :, :length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            start = self.length
+            end = start + key_states.shape[-2]
+            if end > self.capacity:
+                raise RuntimeError(f"the cache holds {self.capacity} tokens; {end} were written")
+            self.buffers[0][:, :, start:end] = key_states
+            self.buffers[1][:, :, start:end] = value_states
+            self._view(end)
+            return self.keys, self.values
+
+    return BufferLayer
+
+
+def cached_generate(
+    policy: Any, cache: PrefixCache, prompts: Sequence[TokenPrompt], sampling: Sampling
+) -> list[Completion]:
+    """:meth:`agents.vlm.hf.HFPolicy.generate` through ``cache`` (see the module doc)."""
+    import torch
+
+    fingerprint = weights_fingerprint(policy.model)
+    if fingerprint != cache.fingerprint:
+        cache.clear()
+        cache.fingerprint = fingerprint
+    rope = rope_index_owner(policy.model)
+    rows = [_plan(policy, cache, rope, prompt) for prompt in prompts]
+    unique: dict[tuple[Any, ...], int] = {}
+    row_to_unique = [unique.setdefault(row.key, len(unique)) for row in rows]
+    firsts = {u: r for r, u in reversed(list(enumerate(row_to_unique)))}
+    encode = [rows[firsts[u]] for u in range(len(unique))]
+    cache.prompt_tokens += sum(len(row.ids) for row in rows)
+    cache.encoded_tokens += sum(len(row.ids) - row.cached for row in encode)
+    with torch.no_grad():
+        past, mask, logits = _prefill(policy, prompts, encode, [firsts[u] for u in range(len(unique))], sampling)
+        if len(encode) < len(rows):  # identical prompts were encoded once; give every row its copy
+            index = torch.tensor(row_to_unique, device=mask.device)
+            layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in past.layers]
+            past = _buffer_cache(layers, past.layers[0].capacity)
+            mask, logits = mask[index], logits[index]
+        next_positions = torch.stack([row.positions.max() + 1 for row in rows]).to(mask.device)
+        prompt_width = past.get_seq_length()
+        new_ids, new_logprobs, mask, past = _decode(policy, sampling, past, mask, logits, next_positions)
+        completions = _completions(policy, new_ids, new_logprobs)
+        _store(cache, rows, completions, past, mask, prompt_width)
+    return completions
+
+
+def _plan(policy: Any, cache: PrefixCache, rope: Any, prompt: TokenPrompt) -> _Row:
+    """Match a prompt against the cache and compute the rotary positions of what is left (the
+    positions of a chunk continue from its prefix's largest one, as in ``get_rope_index``)."""
+    import torch
+
+    ids = np.asarray(prompt.ids, dtype=np.int64)
+    keys = tuple(image_key(image) for image in prompt.images)
+    grids = [policy._pixel_inputs(image)[1] for image in prompt.images]
+    policy.check_image_tokens(int(np.count_nonzero(ids == policy.image_token_id)), grids)
+    source, tokens, count = cache.match(ids, keys, policy.image_token_id)
+    chunk = torch.from_numpy(ids[tokens:])
+    if count < len(grids):
+        marks = (chunk == policy.image_token_id).long()[None]
+        positions = rope.get_rope_index(
+            input_ids=chunk[None], mm_token_type_ids=marks, image_grid_thw=torch.cat(grids[count:])
+        )[0][:, 0]
+    else:
+        positions = torch.arange(len(chunk)).expand(3, -1)
+    if source is not None:
+        prefix = source.positions[:, :tokens]
+        positions = torch.cat([prefix, positions + prefix.max() + 1], dim=1)
+    return _Row(ids, keys, source, tokens, count, positions)
+
+
+def _prefill(
+    policy: Any,
+    prompts: Sequence[TokenPrompt],
+    rows: Sequence[_Row],
+    prompt_index: Sequence[int],
+    sampling: Sampling,
+) -> Any:
+    """Encode each row's uncached chunk after its cached prefix: ``(cache, attention mask, last
+    logits)``; the cache and mask have room for ``sampling.max_new_tokens`` more."""
+    import torch
+
+    device = policy.device
+    cached_width = max(row.cached for row in rows)
+    chunk_width = max(len(row.ids) - row.cached for row in rows)
+    batch = len(rows)
+    ids = torch.full((batch, chunk_width), policy.pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, cached_width + chunk_width + sampling.max_new_tokens), dtype=torch.long)
+    positions = torch.zeros((3, batch, chunk_width), dtype=torch.long)
+    pixels, grids = [], []
+    for r, row in enumerate(rows):
+        chunk = len(row.ids) - row.cached
+        ids[r, chunk_width - chunk :] = torch.from_numpy(row.ids[row.cached :])
+        mask[r, cached_width - row.cached : cached_width] = 1
+        mask[r, cached_width + chunk_width - chunk : cached_width + chunk_width] = 1
+        positions[:, r, chunk_width - chunk :] = row.positions[:, row.cached :]
+        for image in prompts[prompt_index[r]].images[row.cached_images :]:
+            values, grid = policy._pixel_inputs(image)
+            pixels.append(values)
+            grids.append(grid)
+    mask = mask.to(device)
+    past = _buffer_cache(_batch_prefixes(policy, rows, cached_width), mask.shape[1])
+    inputs: dict[str, Any] = {
+        "input_ids": ids.to(device),
+        "attention_mask": mask[:, : cached_width + chunk_width],
+        "position_ids": positions.to(device),
+        "past_key_values": past,
+        "use_cache": True,
+        "logits_to_keep": 1,
+    }
+    if pixels:
+        inputs["pixel_values"] = torch.cat(pixels).to(device)
+        inputs["image_grid_thw"] = torch.cat(grids).to(device)
+    out = policy.model(**inputs)
+    return past, mask, out.logits[:, -1]
+
+
+def _batch_prefixes(policy: Any, rows: Sequence[_Row], width: int) -> list[tuple[Any, Any]]:
+    """Per layer, the rows' cached keys and values right-aligned in ``width`` columns (zeros before)."""
+    import torch
+
+    config = policy.model.config.get_text_config()
+    heads = config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype = next(policy.model.parameters()).dtype
+    out = []
+    for layer in range(config.num_hidden_layers):
+        keys = torch.zeros((len(rows), heads, width, dim), dtype=dtype, device=policy.device)
+        values = torch.zeros_like(keys)
+        for r, row in enumerate(rows):
+            if row.source is not None and row.cached:
+                keys[r, :, width - row.cached :] = row.source.keys[layer][:, : row.cached]
+                values[r, :, width - row.cached :] = row.source.values[layer][:, : row.cached]
+        out.append((keys, values))
+    return out
+
+
+def _decode(policy: Any, sampling: Sampling, past: Any, mask: Any, logits: Any, positions: Any) -> Any:
+    """Sample token by token from the prefilled state: ``(tokens, log-probabilities, mask, cache)``,
+    tokens and log-probabilities (rows, steps), the finished rows padded."""
+    import torch
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from agents.vlm.hf import gather_logprobs  # here: hf imports this module
+
+    banned = policy._banned.to(logits.device)
+    warpers: list[Any] = []
+    if sampling.temperature > 0 and sampling.top_k:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.temperature > 0 and sampling.top_p < 1:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    eos, pad = policy.codec.eos_id, policy.pad_id
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    width = past.get_seq_length()
+    tokens, logprobs = [], []
+    for step in range(sampling.max_new_tokens):
+        scores = logits.float()
+        if len(banned):
+            scores = scores.index_fill(-1, banned, float("-inf"))
+        if sampling.temperature == 0:
+            chosen = scores.argmax(-1)
+        else:
+            scores = scores / sampling.temperature
+            for warp in warpers:
+                scores = warp(None, scores)
+            chosen = torch.multinomial(scores.softmax(-1), 1).squeeze(1)
+        chosen = chosen.masked_fill(done, pad)
+        tokens.append(chosen)
+        logprobs.append(gather_logprobs(logits, chosen, sampling.scale, banned))
+        done |= chosen == eos
+        if bool(done.all()) or step == sampling.max_new_tokens - 1:
+            break
+        mask[:, width + step] = 1
+        out = policy.model(
+            input_ids=chosen[:, None],
+            attention_mask=mask[:, : width + step + 1],
+            position_ids=(positions + step).view(1, -1, 1).expand(3, -1, 1),
+            past_key_values=past,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1]
+    return torch.stack(tokens, 1), torch.stack(logprobs, 1), mask, past
+
+
+def _completions(policy: Any, tokens: Any, logprobs: Any) -> list[Completion]:
+    eos = policy.codec.eos_id
+    completions = []
+    for row_tokens, row_logprobs in zip(tokens.tolist(), logprobs.tolist(), strict=True):
+        finished = eos in row_tokens
+        end = row_tokens.index(eos) + 1 if finished else len(row_tokens)
+        completions.append(Completion(row_tokens[:end], row_logprobs[:end], finished))
+    return completions
+
+
+def _store(
+    cache: PrefixCache,
+    rows: Sequence[_Row],
+    completions: Sequence[Completion],
+    past: Any,
+    mask: Any,
+    prompt_width: int,
+) -> None:
+    """Keep each row's keys and values: its prompt (the mask's first ``prompt_width`` columns) and
+    every generated token it fed to the model (all but the last)."""
+    import torch
+
+    for r, (row, completion) in enumerate(zip(rows, completions, strict=True)):
+        fed = len(completion.ids) - 1
+        columns = torch.cat(
+            [
+                torch.nonzero(mask[r, :prompt_width]).squeeze(1),
+                torch.arange(prompt_width, prompt_width + fed, device=mask.device),
+            ]
+        )
+        next_position = row.positions.max() + 1
+        entry = CachedSequence(
+            ids=np.concatenate([row.ids, np.asarray(completion.ids[:fed], dtype=np.int64)]),
+            image_keys=row.image_keys,
+            keys=[layer.keys[r].index_select(1, columns) for layer in past.layers],
+            values=[layer.values[r].index_select(1, columns) for layer in past.layers],
+            positions=torch.cat([row.positions, (torch.arange(fed) + next_position).expand(3, -1)], dim=1),
+        )
+        cache.add(entry, grew_from=row.source)
