@@ -139,8 +139,9 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
         f"Generation takes {span([r.share_generate for r in rows])} of a step, the update (one forward and "
         f"backward over each trajectory's whole sequence) {span([r.share_update for r in rows])}, the env side "
-        f"(stepping, chat formatting, token bookkeeping) {span([r.share_env for r in rows])}. Multi-turn "
-        "generation re-encodes the whole conversation each turn (see the rollout section).",
+        f"(stepping, chat formatting, token bookkeeping) {span([r.share_env for r in rows])}. Within a step, "
+        "generation encodes only each turn's new tokens (the policy's prefix cache, see the rollout section); "
+        "the cache is emptied by each update, since the weights change.",
     ]
     return "\n".join(lines) + "\n"
 

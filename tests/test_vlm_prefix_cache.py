@@ -17,6 +17,7 @@ from agents.vlm.policy import Sampling, TokenPrompt
 from agents.vlm.prefix_cache import (
     CachedSequence,
     PrefixCache,
+    block_hashes,
     cached_generate,
     image_run_starts,
     usable_prefix,
@@ -70,14 +71,14 @@ def test_usable_prefix(
 
 
 def test_the_cache_keeps_the_longest_match_drops_what_grew_and_stays_in_budget() -> None:
-    cache = PrefixCache(max_bytes=150)  # 8 bytes a token (keys + values): 18 tokens
+    cache = PrefixCache(max_bytes=150, image_token_id=IMG, block=1)  # 8 bytes a token (keys + values): 18 tokens
     first = _entry([1, 2, 3, 4])
     cache.add(first)
     other = _entry([1, 2, 8])
     cache.add(other)
-    assert cache.match(np.array([1, 2, 3, 4, 5]), (), IMG)[0] is first
-    assert cache.match(np.array([1, 2, 8, 8]), (), IMG)[:2] == (other, 3)
-    assert cache.match(np.array([1, 2, 3, 7]), (), IMG)[:2] == (first, 3)  # extends none: the longest common prefix
+    assert cache.match(np.array([1, 2, 3, 4, 5]), ())[0] is first
+    assert cache.match(np.array([1, 2, 8, 8]), ())[:2] == (other, 3)
+    assert cache.match(np.array([1, 2, 3, 7]), ())[:2] == (first, 3)  # extends none: the longest common prefix
     grown = _entry([1, 2, 3, 4, 5, 6])
     cache.add(grown, grew_from=first)
     assert first.uid not in cache.entries and len(cache) == 2  # grown contains it
@@ -86,7 +87,29 @@ def test_the_cache_keeps_the_longest_match_drops_what_grew_and_stays_in_budget()
     cache.add(_entry([6] * 40))  # larger than the whole budget: not kept
     assert all(len(e) < 40 for e in cache.entries.values())
     with pytest.raises(ValueError, match="max_bytes"):
-        PrefixCache(-1)
+        PrefixCache(-1, IMG)
+    with pytest.raises(ValueError, match="block"):
+        PrefixCache(10, IMG, block=0)
+
+
+def test_block_hashes_chain_tokens_and_image_content() -> None:
+    ids = np.array([1, 2, IMG, IMG, 3, 4, IMG, 5, 6])
+    a = block_hashes(ids, (b"x", b"y"), IMG, block=2)
+    assert len(a) == 4  # whole blocks only
+    assert block_hashes(ids, (b"x", b"z"), IMG, block=2)[:3] == a[:3]  # image "y" starts in block 4
+    assert block_hashes(ids, (b"x", b"z"), IMG, block=2)[3] != a[3]
+    assert block_hashes(ids, (b"w", b"y"), IMG, block=2)[0] == a[0]  # image "x" starts in block 2
+    assert all(h != g for h, g in zip(block_hashes(ids, (b"w", b"y"), IMG, block=2)[1:], a[1:], strict=True))
+
+
+def test_a_prompt_reuses_its_longest_run_of_whole_blocks() -> None:
+    cache = PrefixCache(1 << 20, IMG, block=4)
+    older, newer = _entry(list(range(20, 32))), _entry([*range(20, 28), 90, 91, 92, 93])
+    cache.add(older)
+    cache.add(newer)
+    assert cache.match(np.array([*range(20, 30), 7, 7]), ())[:2] == (older, 10)  # 2 blocks, then 2 more tokens
+    assert cache.match(np.array([*range(20, 28), 90, 91, 92, 93, 94]), ())[:2] == (newer, 12)
+    assert cache.match(np.array([20, 21, 22, 7, 8]), ()) == (None, 0, 0)  # less than a block in common
 
 
 # --- against the real tiny model -------------------------------------------------------------
@@ -181,8 +204,9 @@ def test_an_optimizer_step_empties_the_cache(fused: bool) -> None:
     rescored = policy.token_logprobs([TokenPrompt(follow_up.ids + after.ids, [])])[0][len(follow_up.ids) :]
     assert np.abs(np.array(after.logprobs) - rescored).max() < 1e-5
     # The control: the same call served from the old states is measurably off.
-    stale = PrefixCache(1 << 30)
-    stale.entries.update(held)
+    stale = PrefixCache(1 << 30, policy.image_token_id)
+    for entry in held.values():
+        stale.add(entry)
     stale.fingerprint = weights_fingerprint(policy.model)
     off = cached_generate(policy, stale, [follow_up], Sampling(temperature=0, max_new_tokens=1))[0]
     assert abs(off.logprobs[0] - rescored[0]) > 1e-4
@@ -194,3 +218,48 @@ def test_mismatched_images_are_refused_with_a_message() -> None:
     with pytest.raises(ValueError, match="out of step"):
         policy.generate([TokenPrompt(prompt.ids, [])], Sampling(max_new_tokens=2))
     assert len(policy.generate([prompt], Sampling(max_new_tokens=2))[0].ids) >= 1
+
+
+def test_a_tiny_qwen3_vl_generates_and_rescores_through_the_cache() -> None:
+    """The same path on a Qwen3-VL (interleaved multimodal positions, deepstack visual features):
+    cached turns with new images give model.generate's greedy tokens and re-score exactly."""
+    cached, plain = (HFPolicy.tiny(seed=0, architecture="qwen3_vl", prefix_cache_bytes=b) for b in (1 << 30, 0))
+    assert cached.model.config.model_type == "qwen3_vl"
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    greedy = Sampling(temperature=0, max_new_tokens=6)
+    prompt = cached.codec.start([_image_message(images[0], "first")], None)
+    for image in images[1:]:
+        completion = cached.generate([prompt, prompt], greedy)[0]
+        assert completion.ids == plain.generate([prompt], greedy)[0].ids
+        turn = cached.codec.continuation(_image_message(image, "next"), None, completion.finished)
+        prompt = TokenPrompt(prompt.ids + completion.ids + turn.ids, prompt.images + turn.images)
+    last = cached.generate([prompt], greedy)[0]
+    assert last.ids == plain.generate([prompt], greedy)[0].ids
+    rescored = cached.token_logprobs([TokenPrompt(prompt.ids + last.ids, prompt.images)])[0][len(prompt.ids) :]
+    assert np.abs(np.array(last.logprobs) - rescored).max() < 1e-4
+    assert cached.prefix_cache.encoded_tokens < 0.5 * cached.prefix_cache.prompt_tokens
+    trajectories = collect(
+        cached,
+        "visrl/Jigsaw-v1",
+        seeds=[0],
+        group_size=2,
+        env_kwargs=SMALL["visrl/Jigsaw-v1"],
+        max_turns=2,
+        sampling=Sampling(temperature=1.0, max_new_tokens=8, seed=0),
+    )
+    again = cached.token_logprobs([t.sequence() for t in trajectories])
+    for trajectory, values in zip(trajectories, again, strict=True):
+        mask = np.array(trajectory.mask, dtype=bool)
+        recorded = np.array(trajectory.logprobs)[mask]
+        assert np.abs(values[len(trajectory.prompt_ids) :][mask] - recorded).max() < 1e-4
+
+
+def test_a_qwen3_vl_directory_loads_like_a_users_model(tmp_path: Any) -> None:
+    from agents.vlm.tiny import build_tiny_vlm
+
+    build_tiny_vlm(architecture="qwen3_vl").save_pretrained(tmp_path)
+    policy = HFPolicy.from_pretrained(tmp_path)
+    assert type(policy.model).__name__ == "Qwen3VLForConditionalGeneration" and policy.prefix_cache is not None
+    runs = collect(policy, "visrl/ShapeColor-v0", seeds=[0], group_size=2, sampling=Sampling(max_new_tokens=4))
+    assert all(t.steps and t.finish != "env_error" for t in runs)

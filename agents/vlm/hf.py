@@ -11,7 +11,8 @@ suppressed tokens removed), computed in fp32 from the same logits ``generate`` s
 the next turn of a conversation, or the G samples of one prompt, encode only what is new.
 
 Supported: models whose processors take ``image_grid_thw`` and mark image tokens in
-``mm_token_type_ids`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL). Other families (SmolVLM, Idefics3,
+``mm_token_type_ids`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; the tests run tiny random Qwen2.5-VL and
+Qwen3-VL models). Other families (SmolVLM, Idefics3,
 LLaVA-OneVision) batch their pixels differently and are refused with a clear message.
 """
 
@@ -105,7 +106,9 @@ class HFPolicy:
         self._pixels: OrderedDict[bytes, tuple[Any, Any]] = OrderedDict()
         self._image_cache = image_cache
         self.prefix_cache = (
-            PrefixCache(prefix_cache_bytes) if prefix_cache_bytes and model_type in CACHED_MODEL_TYPES else None
+            PrefixCache(prefix_cache_bytes, self.image_token_id)
+            if prefix_cache_bytes and model_type in CACHED_MODEL_TYPES
+            else None
         )
 
     # --- construction -------------------------------------------------------------------------
@@ -127,11 +130,11 @@ class HFPolicy:
         return cls(model, load_processor(path), name=kwargs.pop("name", f"hf:{path.name}"), **kwargs)
 
     @classmethod
-    def tiny(cls, seed: int = 0, **kwargs: Any) -> HFPolicy:
-        """The random offline model of :mod:`agents.vlm.tiny` (fp32, CPU)."""
+    def tiny(cls, seed: int = 0, architecture: str = "qwen2_5_vl", **kwargs: Any) -> HFPolicy:
+        """The random offline model of :mod:`agents.vlm.tiny` (fp32, CPU), a Qwen2.5-VL or a Qwen3-VL."""
         from agents.vlm.tiny import build_tiny_vlm
 
-        tiny = build_tiny_vlm(seed=seed)
+        tiny = build_tiny_vlm(seed=seed, architecture=architecture)
         return cls(tiny.model, tiny.processor, name=kwargs.pop("name", "tiny"), **kwargs)
 
     @property

@@ -104,23 +104,47 @@ def usable_prefix(
     return length, count
 
 
+def block_hashes(ids: np.ndarray, images: Sequence[bytes], image_token_id: int, block: int) -> list[int]:
+    """Chained hashes of the whole ``block``-token blocks of ``ids``: hash ``i`` stands for the first
+    ``(i + 1) * block`` ids and the content of the images that start in them (image tokens are the
+    same ids whatever the picture)."""
+    runs = image_run_starts(ids, image_token_id)
+    first_image_after = np.searchsorted(runs, np.arange(0, len(ids) - len(ids) % block + 1, block), side="left")
+    hashes, chained = [], 0
+    for i in range(len(ids) // block):
+        new_images = tuple(images[first_image_after[i] : first_image_after[i + 1]])
+        chained = hash((chained, ids[i * block : (i + 1) * block].tobytes(), new_images))
+        hashes.append(chained)
+    return hashes
+
+
 class PrefixCache:
-    """An LRU store of :class:`CachedSequence` bounded to ``max_bytes``.
+    """An LRU store of :class:`CachedSequence` bounded to ``max_bytes``, indexed by blocks.
 
-    ``add`` drops the entry a new sequence grew from when the new one contains it (a later prompt
-    that matches the old one matches the new one at least as far). A prompt that extends an entry
-    (the next turn of a trajectory) is found by hashing its prefixes at the entries' lengths; only
-    prompts that extend none are compared with every entry."""
+    Every entry's whole blocks of ``block`` tokens are indexed by chained hashes (as vLLM's prefix
+    caching does), so a prompt finds the entries that share its longest run of whole blocks in one
+    walk over its own blocks, however many entries there are; the few most recent of them are then
+    compared token by token (:func:`usable_prefix`). ``add`` drops the entry a new sequence grew from
+    when the new one contains it (a later prompt that matches the old one matches the new one at
+    least as far)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    #: How many entries sharing a prompt's longest block run are compared with it.
+    CANDIDATES = 8
+
+    def __init__(self, max_bytes: int, image_token_id: int, block: int = 16) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
         self.max_bytes = max_bytes
+        self.image_token_id = image_token_id
+        self.block = block
         self.entries: OrderedDict[int, CachedSequence] = OrderedDict()
         self.nbytes = 0
         self.fingerprint: Any = None
         self._uids = itertools.count(1)
-        self._by_prefix: dict[tuple[int, int], int] = {}  # (length, hash of ids and images) -> uid
+        self._blocks: dict[int, dict[int, None]] = {}  # chained block hash -> uids (oldest first)
+        self._entry_blocks: dict[int, list[int]] = {}
         self.prompt_tokens = 0  # prompt tokens asked for
         self.encoded_tokens = 0  # of which went through the model (the rest: from the cache or a batch twin)
 
@@ -129,39 +153,28 @@ class PrefixCache:
 
     def clear(self) -> None:
         self.entries.clear()
-        self._by_prefix.clear()
+        self._blocks.clear()
+        self._entry_blocks.clear()
         self.nbytes = 0
 
-    def match(
-        self, ids: np.ndarray, images: Sequence[bytes], image_token_id: int
-    ) -> tuple[CachedSequence | None, int, int]:
-        """The entry with the longest usable prefix of a prompt, that prefix's token and image counts."""
-        best = self._extended(ids, images, image_token_id)
-        if best[0] is None:
-            for entry in self.entries.values():
-                tokens, count = usable_prefix(entry.ids, entry.image_keys, ids, images, image_token_id)
-                if tokens > best[1]:
-                    best = (entry, tokens, count)
+    def match(self, ids: np.ndarray, images: Sequence[bytes]) -> tuple[CachedSequence | None, int, int]:
+        """The entry with the longest usable prefix of a prompt (to within a block), that prefix's
+        token and image counts. The prompt's last token is never reused (its logits start the turn)."""
+        shared: dict[int, None] | None = None
+        for chained in block_hashes(ids[: len(ids) - 1], images, self.image_token_id, self.block):
+            uids = self._blocks.get(chained)
+            if uids is None:
+                break
+            shared = uids
+        best: tuple[CachedSequence | None, int, int] = (None, 0, 0)
+        for uid in list(shared or ())[-self.CANDIDATES :]:
+            entry = self.entries[uid]
+            tokens, count = usable_prefix(entry.ids, entry.image_keys, ids, images, self.image_token_id)
+            if tokens > best[1]:
+                best = (entry, tokens, count)
         if best[0] is not None:
             self.entries.move_to_end(best[0].uid)
         return best
-
-    def _extended(
-        self, ids: np.ndarray, images: Sequence[bytes], image_token_id: int
-    ) -> tuple[CachedSequence | None, int, int]:
-        """The longest entry the prompt extends (its ids and images are the prompt's first ones)."""
-        runs = image_run_starts(ids, image_token_id)
-        for length in sorted({length for length, _ in self._by_prefix if length < len(ids)}, reverse=True):
-            count = int(np.searchsorted(runs, length, side="left"))
-            uid = self._by_prefix.get((length, _prefix_hash(ids[:length], images[:count])))
-            entry = self.entries.get(uid) if uid is not None else None
-            if (
-                entry is not None
-                and entry.image_keys == tuple(images[:count])
-                and np.array_equal(entry.ids, ids[:length])
-            ):
-                return entry, length, count
-        return None, 0, 0
 
     def add(self, entry: CachedSequence, grew_from: CachedSequence | None = None) -> None:
         if entry.nbytes > self.max_bytes:
@@ -170,21 +183,21 @@ class PrefixCache:
             self._drop(grew_from.uid)
         entry.uid = next(self._uids)
         self.entries[entry.uid] = entry
-        self._by_prefix[len(entry), _prefix_hash(entry.ids, entry.image_keys)] = entry.uid
+        hashes = block_hashes(entry.ids, entry.image_keys, self.image_token_id, self.block)
+        self._entry_blocks[entry.uid] = hashes
+        for chained in hashes:
+            self._blocks.setdefault(chained, {})[entry.uid] = None
         self.nbytes += entry.nbytes
         while self.nbytes > self.max_bytes:
             self._drop(next(iter(self.entries)))
 
     def _drop(self, uid: int) -> None:
-        entry = self.entries.pop(uid)
-        self.nbytes -= entry.nbytes
-        key = (len(entry), _prefix_hash(entry.ids, entry.image_keys))
-        if self._by_prefix.get(key) == uid:
-            del self._by_prefix[key]
-
-
-def _prefix_hash(ids: np.ndarray, images: Sequence[bytes]) -> int:
-    return hash((ids.tobytes(), tuple(images)))
+        self.nbytes -= self.entries.pop(uid).nbytes
+        for chained in self._entry_blocks.pop(uid):
+            uids = self._blocks[chained]
+            del uids[uid]
+            if not uids:
+                del self._blocks[chained]
 
 
 def rope_index_owner(model: Any) -> Any:
@@ -332,7 +345,7 @@ def _plan(policy: Any, cache: PrefixCache, rope: Any, prompt: TokenPrompt) -> _R
     keys = tuple(image_key(image) for image in prompt.images)
     grids = [policy._pixel_inputs(image)[1] for image in prompt.images]
     policy.check_image_tokens(int(np.count_nonzero(ids == policy.image_token_id)), grids)
-    source, tokens, count = cache.match(ids, keys, policy.image_token_id)
+    source, tokens, count = cache.match(ids, keys)
     chunk = torch.from_numpy(ids[tokens:])
     if count < len(grids):
         marks = (chunk == policy.image_token_id).long()[None]

@@ -6,6 +6,7 @@ the Qwen special tokens, a Qwen2.5-style chat template (tools as JSON function s
 system turn, ``<tool_call>`` replies, images as ``<|vision_start|><|image_pad|><|vision_end|>``),
 and the PIL image processor. ``save_pretrained(path)`` writes it as a normal local model directory,
 so the same code path that loads a user's real Qwen2.5-VL from a local path loads it too.
+``architecture="qwen3_vl"`` builds the same thing as a Qwen3-VL.
 
 Pitfalls handled here (DESIGN.md section 5): transformers' Qwen2.5-VL processor also wants a video
 processor, which needs torchvision; :class:`ImageOnlyProcessor` declares only the image processor
@@ -139,52 +140,81 @@ class TinyVLM:
         return path
 
 
-def build_tiny_vlm(seed: int = 0, hidden: int = 64, layers: int = 2, image_side: int = 112) -> TinyVLM:
+#: The architectures the tiny model can be built in (Qwen2.5-VL by default).
+TINY_ARCHITECTURES = ("qwen2_5_vl", "qwen3_vl")
+
+
+def build_tiny_vlm(
+    seed: int = 0, hidden: int = 64, layers: int = 2, image_side: int = 112, architecture: str = "qwen2_5_vl"
+) -> TinyVLM:
     """The tiny random-weight Qwen2.5-VL (fp32, eval mode). ``image_side`` caps the pixels the
-    processor keeps per image (a side of ``image_side`` px: 16 vision tokens at 112)."""
+    processor keeps per image (a side of ``image_side`` px: 16 vision tokens at 112).
+    ``architecture="qwen3_vl"`` builds a Qwen3-VL instead (16 px patches, interleaved multimodal
+    rotary positions, deepstack visual features), with the same tokenizer and template."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(f"unknown tiny architecture {architecture!r}; choose one of {', '.join(TINY_ARCHITECTURES)}")
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = build_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    patch = 14 if architecture == "qwen2_5_vl" else 16
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=56 * 56, max_pixels=image_side * image_side, patch_size=14, merge_size=2, temporal_patch_size=2
+        min_pixels=(4 * patch) ** 2,
+        max_pixels=image_side * image_side,
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
     )
     processor = image_only_processor(image_processor, tokenizer, CHAT_TEMPLATE)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 8192,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_heads": 4,
-            "out_hidden_size": hidden,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    text: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8192,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision: dict[str, Any] = {
+        "depth": 2,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_heads": 4,
+        "out_hidden_size": hidden,
+        "patch_size": patch,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    special = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model: Any
+    if architecture == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}
+        vision.update(window_size=56, fullatt_block_indexes=[1])
+        model = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
+        ).eval()
+    else:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        text.update(
+            head_dim=hidden // 4,
+            rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+        )
+        vision.update(deepstack_visual_indexes=[0], num_position_embeddings=256)
+        model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text, vision_config=vision, **special)).eval()
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     return TinyVLM(model, processor)

@@ -275,6 +275,8 @@ class GRPOTrainer:
             groups += len({t.group for t in healthy})
             if not c.dynamic_sampling:
                 break
+        if self.sampler is None and self.policy.prefix_cache is not None:
+            self.policy.prefix_cache.clear()  # the update changes the weights: free its memory for the backward
         return kept, groups, errors
 
     def advantages(self, trajectories: Sequence[Trajectory]) -> Any:

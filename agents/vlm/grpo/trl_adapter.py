@@ -403,6 +403,8 @@ class VisrlRollout:
                 )
             finally:
                 model.train(was_training)
+                if self._policy is not None and self._policy.prefix_cache is not None:
+                    self._policy.prefix_cache.clear()  # the next update changes the weights; free the memory
         self.calls += 1
         self.last_trajectories = trajectories
         if self.check_prompts:
