@@ -13,12 +13,14 @@ the collector of :mod:`agents.vlm.rollout` against the issue's targets:
 
 The policy keeps a prefix cache (:mod:`agents.vlm.prefix_cache`), batched and one at a time alike; one
 row turns it off on both sides (``prefix_cache_bytes=0``: every turn re-encodes the conversation) to
-show what it is worth. *encoded* is the share of prompt tokens that went through the model.
+show what it is worth, and the notes give the share of prompt tokens that went through the model.
 
 Every setting runs ``--repeats`` times, interleaved (setting order rotates each repeat) so the
 drift of a shared machine hits all of them alike; figures are medians and every ratio compares two
-timings taken in the same run. Each collection uses fresh task seeds (no cache stays warm between
-repeats). Pools are built once per env and reused; their start-up cost is reported on its own.
+timings taken in the same run. Each collection uses fresh task seeds, so no task is seen twice; what
+the prefix cache carries from one collection to the next is what every task of an env shares (the
+system turn and tool schemas), batched and one at a time alike. Pools are built once per env and
+reused; their start-up cost is reported on its own.
 Torch runs one thread by default (``--threads``): with two on a shared two-core machine, every op
 stalls whenever another process takes a core. One inline row repeats the measurement with two threads
 (the machine's cores), which is faster when the machine is quiet and erratic when it is not.
@@ -421,7 +423,9 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
         f"`HFPolicy.tiny()` (random Qwen2.5-VL, fp32 CPU), temperature {meta['temperature']}, "
         f"max_new_tokens {meta['max_new_tokens']}, max_turns {meta['max_turns']} (fixed, so every episode has the "
-        "same turn budget); fresh task seeds for every collection. Jigsaw-v1 at 84 px, SvgRender-v1 at 256 px.",
+        "same turn budget); fresh task seeds for every collection. Jigsaw-v1 at 84 px, SvgRender-v1 at 256 px."
+        " The policy keeps a prefix cache (`agents/vlm/prefix_cache.py`: a turn encodes only what is new), batched"
+        " and one at a time alike, except in the *no prefix cache* row.",
         "",
         "- **overhead** = (env time + collector bookkeeping: formatting, codec, records) / batched generation time,",
         "  over the whole rollout (resets and first prompts included); *worst turn* = the largest per-turn ratio"

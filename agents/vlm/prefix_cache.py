@@ -11,8 +11,10 @@ Why not ``model.generate(past_key_values=...)``: in transformers 5.23 the Qwen-V
 ``image_grid_thw`` for two jobs, the multimodal rotary positions (which need every image of the
 sequence) and the vision tower (which must see only the images not yet cached), so a turn that
 brings new images (every Jigsaw turn) cannot continue from a cache through ``generate``. Here the
-positions come from the model's own ``get_rope_index`` over the whole sequence and the forward gets
-only the new chunk and its images; decoding is a plain loop with transformers' logits warpers.
+positions of the new chunk come from the model's own ``get_rope_index``, continued from the largest
+position of the cached prefix (as ``get_rope_index`` numbers a whole sequence), and the forward gets
+only the chunk and its images; decoding is a plain loop with transformers' top-k/top-p warpers, into
+cache buffers allocated once per call.
 
 Layout of a batch: each row's cached prefix is right-aligned in the cache columns and its new chunk
 right-aligned in the chunk columns, so a row may have a hole (attention mask 0) between the two;
@@ -21,7 +23,8 @@ positions are explicit, so holes shift nothing. Token log-probabilities are thos
 replay tests in tests/test_vlm_rollout.py hold the cached path to 1e-4).
 
 The cache is emptied whenever the model's weights change (an optimizer step, ``load_state_dict``),
-detected from the parameters' storage and version counters before each call.
+detected before each call by :func:`weights_fingerprint`. Greedy output is token-identical to
+``model.generate`` (tests/test_vlm_prefix_cache.py).
 """
 
 from __future__ import annotations
