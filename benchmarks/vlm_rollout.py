@@ -3,8 +3,9 @@
 Measures, in one run and on ``visrl/Jigsaw-v1`` (84 px) and ``visrl/SvgRender-v1`` (default size),
 the collector of :mod:`agents.vlm.rollout` against the issue's targets:
 
-(a) rollout overhead (env stepping + formatting + bookkeeping) / batched generation time, at
-    B=4 tasks x G=8 samples: target <= 20%;
+(a) rollout overhead (env stepping + formatting + bookkeeping) / batched generation time per turn, at
+    B=4 tasks x G=8 samples: target <= 20% (judged on the worst turn; the whole rollout, resets and
+    first prompts included, is reported beside it);
 (b) batched generation over the B x G trajectories vs one trajectory at a time (same episodes, same
     ``max_new_tokens``, same turn budget): speed-up target >= 4x;
 (c) the same with the env side in Gymnasium ``AsyncVectorEnv`` subprocesses: 32 workers (one per
@@ -280,7 +281,7 @@ class Row:
             "speedup_wall": self.speedup,
             "speedup_generate": self.generate_speedup,
             "token_rate_ratio": self.token_rate_ratio,
-            "overhead_target_met": self.overhead <= OVERHEAD_TARGET,
+            "overhead_target_met": self.worst_turn_overhead <= OVERHEAD_TARGET,
             "speedup_target_met": self.speedup >= SPEEDUP_TARGET,
             "batched_encoded_fraction": self.encoded("batched"),
             "single_encoded_fraction": self.encoded("single"),
@@ -399,11 +400,28 @@ def notes(rows: list[Row]) -> list[str]:
                 f" batched (a group's shared first prompt once) and {100 * (with_cache.encoded('single') or 0):.0f}%"
                 " one at a time."
             )
-    lines.append("")
+    lines += [
+        "",
+        "The *no prefix cache* row is the collector as it was before `agents/vlm/prefix_cache.py` (each turn"
+        " re-encodes the whole conversation), kept for comparison.",
+    ]
+    worst = max(rows, key=lambda r: r.overhead)
+    lines += [
+        f"Over the whole rollout the overhead is {100 * min(r.overhead for r in rows):.0f}%-{100 * worst.overhead:.0f}%"
+        f" (the most: {worst.env_id.split('/')[1]}, {worst.setting}); the difference from the per-turn figure is"
+        " the resets (each env draws and renders its task) and the first prompts, which the target leaves out.",
+        "",
+    ]
+
+    def why(r: Row) -> str:
+        if r.setting.endswith("no prefix cache"):
+            return " (the comparison row)"
+        return " (bounded by 4x)" if r.tasks * r.group <= SPEEDUP_TARGET else ""
+
     missed = [
-        f"{target} on {r.env_id.split('/')[1]}, {r.setting}"
+        f"{target} on {r.env_id.split('/')[1]}, {r.setting}{why(r)}"
         for r in rows
-        for target, ok in (("(a)", r.overhead <= OVERHEAD_TARGET), ("(b)", r.speedup >= SPEEDUP_TARGET))
+        for target, ok in (("(a)", r.worst_turn_overhead <= OVERHEAD_TARGET), ("(b)", r.speedup >= SPEEDUP_TARGET))
         if not ok
     ]
     lines.append("Targets missed: " + "; ".join(missed) + "." if missed else "Every target is met.")
@@ -427,15 +445,16 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
         " The policy keeps a prefix cache (`agents/vlm/prefix_cache.py`: a turn encodes only what is new), batched"
         " and one at a time alike, except in the *no prefix cache* row.",
         "",
-        "- **overhead** = (env time + collector bookkeeping: formatting, codec, records) / batched generation time,",
-        "  over the whole rollout (resets and first prompts included); *worst turn* = the largest per-turn ratio"
-        " (steps only). Target <= 20%.",
+        "- **overhead per turn** = (env step time + collector bookkeeping: formatting, codec, records) / batched"
+        " generation time of the same turn; the worst turn of the rollout is shown and judged. Target <= 20%."
+        " *Whole rollout* = the same ratio over the whole collection, the resets (the env drawing and rendering"
+        " each task) and first prompts included, which the target leaves out.",
         "- **speed-up** = wall time of the same B x G episodes collected one at a time (one-slot pool, batch 1) /"
         " wall time of the batched collection. Target >= 4x. *gen only* compares generation time alone;"
         " *tok/s ratio* compares model tokens per second (robust to sampled lengths differing).",
         "",
         "| env | env side | B x G | pool start-up (s) | batched s/turn (gen) | batched tok/s | one-at-a-time tok/s "
-        "| overhead | worst turn | (a) <= 20% | speed-up | gen only | tok/s ratio | (b) >= 4x |",
+        "| overhead per turn (worst) | (a) <= 20% | whole rollout | speed-up | gen only | tok/s ratio | (b) >= 4x |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -443,12 +462,32 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {r.env_id.split('/')[1]} | {r.setting} | {r.tasks} x {r.group} | {s['pool_startup_s']:.2f} "
             f"| {s['batched_generate_s_per_turn']:.3f} | {s['batched_tokens_per_s']:,.0f} "
-            f"| {s['single_tokens_per_s']:,.0f} | {100 * r.overhead:.1f}% | {100 * r.worst_turn_overhead:.1f}% "
-            f"| {_met(s['overhead_target_met'])} | {r.speedup:.2f}x | {r.generate_speedup:.2f}x "
+            f"| {s['single_tokens_per_s']:,.0f} | {100 * r.worst_turn_overhead:.1f}% | {_met(s['overhead_target_met'])} "
+            f"| {100 * r.overhead:.1f}% | {r.speedup:.2f}x | {r.generate_speedup:.2f}x "
             f"| {r.token_rate_ratio:.2f}x | {_met(s['speedup_target_met'])} |"
         )
     lines += ["", *notes(rows)]
     return "\n".join(lines) + "\n"
+
+
+def rows_from_json(raw: dict[str, Any]) -> list[Row]:
+    """The rows of a saved run (what :func:`main` writes to ``--json``)."""
+    return [
+        Row(
+            summary["env_id"],
+            summary["setting"],
+            summary["runner"],
+            summary["workers"],
+            summary["B"],
+            summary["G"],
+            summary["pool_startup_s"],
+            [Timing(**t) for t in run["batched"]],
+            [Timing(**t) for t in run["single"]],
+            summary["single_baseline"],
+            raw["meta"]["max_new_tokens"],
+        )
+        for summary, run in zip(raw["rows"], raw["runs"], strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -469,7 +508,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="*", default=None, help="names of settings to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, default=JSON_OUT)
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the section from the saved --json run, measuring nothing"
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        raw = json.loads(args.json.read_text())
+        replace_section(args.out, SECTION, section(rows_from_json(raw), raw["meta"]))
+        print(f"wrote {args.out} from {args.json}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -502,8 +549,9 @@ def main(argv: list[str] | None = None) -> None:
         "gen s/turn",
         "tok/s",
         "1-at-a-time tok/s",
-        "overhead",
+        "overhead/turn",
         "(a)",
+        "whole rollout",
         "speed-up",
         "gen only",
         "(b)",
@@ -518,8 +566,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{s['batched_generate_s_per_turn']:.3f}",
             f"{s['batched_tokens_per_s']:,.0f}",
             f"{s['single_tokens_per_s']:,.0f}",
-            f"{100 * r.overhead:.1f}%",
+            f"{100 * r.worst_turn_overhead:.1f}%",
             _met(s["overhead_target_met"]).strip("*"),
+            f"{100 * r.overhead:.1f}%",
             f"{r.speedup:.2f}x",
             f"{r.generate_speedup:.2f}x",
             _met(s["speedup_target_met"]).strip("*"),

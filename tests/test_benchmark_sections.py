@@ -25,3 +25,22 @@ def test_the_head_can_be_rewritten_keeping_every_section(tmp_path: Path) -> None
     kept = marked_sections(path.read_text())
     assert kept == "<!-- a:start -->\nA body\n<!-- a:end -->\n<!-- b:start -->\nB body\n<!-- b:end -->"
     assert marked_sections("no sections here") == ""
+
+
+def test_the_rollout_report_is_rebuilt_from_a_saved_run(tmp_path: Path) -> None:
+    """``--report-only`` rewrites the rollout section from the saved JSON: every measured row, the
+    verdicts, measuring nothing."""
+    import json
+
+    from benchmarks import vlm_rollout
+
+    saved = Path(vlm_rollout.__file__).with_name("vlm_rollout.json")
+    out = tmp_path / "RESULTS.md"
+    out.write_text(HEAD)
+    vlm_rollout.main(["--report-only", "--json", str(saved), "--out", str(out)])
+    text = out.read_text()
+    raw = json.loads(saved.read_text())
+    assert text.startswith(HEAD) and "## VLM rollout collector" in text
+    for row in raw["rows"]:
+        assert f"| {row['env_id'].split('/')[1]} | {row['setting']} |" in text
+    assert "Targets missed" in text or "Every target is met" in text
