@@ -12,7 +12,7 @@ import torch
 
 from agents.vlm.grpo.config import LoraSpec, TrainConfig
 from agents.vlm.grpo.loss import LossConfig
-from agents.vlm.grpo.trainer import GRPOTrainer, completion_logprobs, step_states
+from agents.vlm.grpo.trainer import GRPOTrainer, completion_logprobs, load_policy_for_training, step_states
 from agents.vlm.rollout import RolloutStats
 
 FAST = TrainConfig(
@@ -155,6 +155,10 @@ def test_config_files_are_checked_by_name(tmp_path: Path) -> None:
         TrainConfig.from_yaml(path)
     with pytest.raises(ValueError, match="group_size"):
         TrainConfig(group_size=1)
+    with pytest.raises(ValueError, match="prefix_cache_gb"):
+        TrainConfig(prefix_cache_gb=-1)
+    assert load_policy_for_training(TrainConfig(prefix_cache_gb=0)).prefix_cache is None
+    assert load_policy_for_training(TrainConfig(prefix_cache_gb=0.5)).prefix_cache.max_bytes == 2**29
     shipped = TrainConfig.from_yaml(Path(__file__).parent.parent / "configs" / "grpo_shapecolor_tiny.yaml")
     assert shipped.env_id == "visrl/ShapeColor-v0"
 

@@ -74,6 +74,9 @@ class TrainConfig:
     importance_sampling_clip_max: float | None = 3.0  #: upper bound (truncate: clip; mask: zero above)
     importance_sampling_clip_min: float | None = None  #: lower bound, None: open
     micro_batch: int = 8  #: trajectories per forward/backward (gradient accumulation inside a step)
+    #: GiB for the rollout's key/value states kept between turns (agents/vlm/prefix_cache.py), so that a turn
+    #: encodes only what is new; about (trajectories x tokens x the model's KV bytes per token) keeps them all; 0: off
+    prefix_cache_gb: float = 1.0
     gradient_checkpointing: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSpec | None = None
@@ -95,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"lr_scheduler must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.prefix_cache_gb >= 0:
+            raise ValueError(f"prefix_cache_gb must be >= 0, got {self.prefix_cache_gb}")
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2: GRPO's advantage compares samples of one task")
         if self.importance_sampling_mode not in SAMPLING_CORRECTION_MODES:

@@ -96,11 +96,12 @@ def weight_dtype(config: TrainConfig) -> Any:
 
 def load_policy_for_training(config: TrainConfig) -> HFPolicy:
     """The policy to train: the tiny offline model or a local model directory, with LoRA if asked."""
+    cache_bytes = int(config.prefix_cache_gb * 2**30)
     if config.model == "tiny" or config.model.startswith("tiny:"):
         seed = config.model.partition(":")[2]
-        policy = HFPolicy.tiny(seed=int(seed or 0))
+        policy = HFPolicy.tiny(seed=int(seed or 0), prefix_cache_bytes=cache_bytes)
     else:
-        policy = HFPolicy.from_pretrained(config.model, dtype=weight_dtype(config))
+        policy = HFPolicy.from_pretrained(config.model, dtype=weight_dtype(config), prefix_cache_bytes=cache_bytes)
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
