@@ -263,3 +263,18 @@ def test_a_qwen3_vl_directory_loads_like_a_users_model(tmp_path: Any) -> None:
     assert type(policy.model).__name__ == "Qwen3VLForConditionalGeneration" and policy.prefix_cache is not None
     runs = collect(policy, "visrl/ShapeColor-v0", seeds=[0], group_size=2, sampling=Sampling(max_new_tokens=4))
     assert all(t.steps and t.finish != "env_error" for t in runs)
+
+
+def test_buffers_grow_past_their_first_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn longer than the buffers' first room (shrunk to 3 tokens here) grows them and still
+    equals a full prefill."""
+    from agents.vlm import prefix_cache
+
+    monkeypatch.setattr(prefix_cache, "ROOM", 3)
+    cached, plain = HFPolicy.tiny(seed=4), HFPolicy.tiny(seed=4, prefix_cache_bytes=0)
+    prompts = [cached.codec.start([{"role": "user", "content": text}], None) for text in ("short", "a longer one")]
+    greedy = Sampling(temperature=0, max_new_tokens=14)
+    for _ in range(2):  # the second time from the cache
+        got, want = cached.generate(prompts, greedy), plain.generate(prompts, greedy)
+        assert [c.ids for c in got] == [c.ids for c in want] and max(len(c.ids) for c in got) > 3
+        assert np.allclose([c.logprobs for c in got], [c.logprobs for c in want], atol=1e-5)

@@ -43,6 +43,8 @@ from agents.vlm.policy import Completion, Sampling, TokenPrompt
 
 #: Model types whose forward takes explicit multimodal rotary positions and a chunk's own images.
 CACHED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+#: Generated tokens a call's buffers have room for before they grow (by doubling).
+ROOM = 256
 
 
 @dataclass
@@ -296,8 +298,14 @@ def _buffer_layer_type() -> type:
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             start = self.length
             end = start + key_states.shape[-2]
-            if end > self.capacity:
-                raise RuntimeError(f"the cache holds {self.capacity} tokens; {end} were written")
+            if end > self.capacity:  # grow by doubling: amortised, and no huge buffer for a huge max_new_tokens
+                grown = [
+                    buffer.new_empty((*buffer.shape[:2], max(end, 2 * self.capacity), buffer.shape[3]))
+                    for buffer in self.buffers
+                ]
+                for old, new in zip(self.buffers, grown, strict=True):
+                    new[:, :, :start] = old[:, :, :start]
+                self.buffers = (grown[0], grown[1])
             self.buffers[0][:, :, start:end] = key_states
             self.buffers[1][:, :, start:end] = value_states
             self._view(end)
@@ -371,7 +379,7 @@ def _prefill(
     sampling: Sampling,
 ) -> Any:
     """Encode each row's uncached chunk after its cached prefix: ``(cache, attention mask, last
-    logits)``; the cache and mask have room for ``sampling.max_new_tokens`` more."""
+    logits)``; the cache and mask have room for up to :data:`ROOM` more tokens (they grow past it)."""
     import torch
 
     device = policy.device
@@ -379,7 +387,7 @@ def _prefill(
     chunk_width = max(len(row.ids) - row.cached for row in rows)
     batch = len(rows)
     ids = torch.full((batch, chunk_width), policy.pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, cached_width + chunk_width + sampling.max_new_tokens), dtype=torch.long)
+    mask = torch.zeros((batch, cached_width + chunk_width + min(sampling.max_new_tokens, ROOM)), dtype=torch.long)
     positions = torch.zeros((3, batch, chunk_width), dtype=torch.long)
     pixels, grids = [], []
     for r, row in enumerate(rows):
@@ -466,6 +474,8 @@ def _decode(policy: Any, sampling: Sampling, past: Any, mask: Any, logits: Any, 
         done |= chosen == eos
         if bool(done.all()) or step == sampling.max_new_tokens - 1:
             break
+        if width + step >= mask.shape[1]:
+            mask = torch.cat([mask, torch.zeros_like(mask)], dim=1)
         mask[:, width + step] = 1
         out = policy.model(
             input_ids=chosen[:, None],
