@@ -424,10 +424,13 @@ def _batch_prefixes(policy: Any, rows: Sequence[_Row], width: int) -> list[tuple
     config = policy.model.config.get_text_config()
     heads = config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    dtype = next(policy.model.parameters()).dtype
+    device = policy.device
+    # the dtype the attention layers make their keys in (autocast's, when a trainer generates under it)
+    autocast = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if autocast else next(policy.model.parameters()).dtype
     out = []
     for layer in range(config.num_hidden_layers):
-        keys = torch.zeros((len(rows), heads, width, dim), dtype=dtype, device=policy.device)
+        keys = torch.zeros((len(rows), heads, width, dim), dtype=dtype, device=device)
         values = torch.zeros_like(keys)
         for r, row in enumerate(rows):
             if row.source is not None and row.cached:
