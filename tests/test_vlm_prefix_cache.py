@@ -148,6 +148,10 @@ def test_a_group_prompt_is_encoded_once_and_seeded_sampling_repeats() -> None:
     from_cache = policy.generate([prompt] * 4, sampling)  # now every row starts from a cached sequence
     assert [c.ids for c in from_cache] == [c.ids for c in first]
     assert np.allclose([c.logprobs for c in from_cache], [c.logprobs for c in first], atol=1e-5)
+    nucleus = Sampling(temperature=0.7, top_k=50, top_p=0.9, max_new_tokens=8, seed=3)
+    assert [c.ids for c in HFPolicy.tiny(seed=1).generate([prompt] * 2, nucleus)] == [
+        c.ids for c in HFPolicy.tiny(seed=1, prefix_cache_bytes=0).generate([prompt] * 2, nucleus)
+    ]  # transformers' top-k and top-p warpers, in generate's order
     top1 = policy.generate([prompt], Sampling(temperature=1.0, top_k=1, max_new_tokens=8, seed=2))
     assert top1[0].ids == policy.generate([prompt], Sampling(temperature=0, max_new_tokens=8))[0].ids
 
