@@ -204,3 +204,5 @@ def test_periodic_evaluation_reaches_the_logs(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert "eval_score" not in lines[0] and lines[1]["eval_score"] == reports[1].eval_score
     assert np.isfinite(lines[1]["logprob_gap"]) and lines[1]["kl"] is None, "strict JSON: no NaN"
+    # one turn, 2 tasks x 4 samples, the cache emptied by each update: each task's prompt is encoded once
+    assert [line["prompt_encoded"] for line in lines] == [0.25, 0.25]

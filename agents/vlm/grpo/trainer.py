@@ -77,6 +77,9 @@ class StepReport:
     seconds_update: float
     learning_rate: float
     eval_score: float = float("nan")  #: mean greedy test score, on steps that evaluate (``eval_every``)
+    #: share of the rollouts' prompt tokens the model encoded (the rest came from the prefix cache); near 1
+    #: on multi-turn envs means ``prefix_cache_gb`` is too small to keep the turns' states. NaN without a cache
+    prompt_encoded: float = float("nan")
 
     @property
     def tokens_per_second(self) -> float:
@@ -401,7 +404,11 @@ class GRPOTrainer:
 
     def train_step(self) -> StepReport:
         stats = RolloutStats()
+        cache = self.policy.prefix_cache if self.sampler is None else None
+        before = (cache.prompt_tokens, cache.encoded_tokens) if cache is not None else (0, 0)
         trajectories, groups, errors = self.rollouts(self.step, stats)
+        prompted = cache.prompt_tokens - before[0] if cache is not None else 0
+        encoded = cache.encoded_tokens - before[1] if cache is not None else 0
         start = time.perf_counter()
         metrics = self.update(trajectories) if trajectories else {}
         self.sync_weights()
@@ -426,6 +433,7 @@ class GRPOTrainer:
             seconds_env=stats.env + stats.bookkeeping,
             seconds_update=seconds_update,
             learning_rate=float(self.scheduler.get_last_lr()[0]),
+            prompt_encoded=encoded / prompted if prompted else float("nan"),
         )
         if self.config.eval_every and self.step % self.config.eval_every == 0:
             report.eval_score = self.evaluate()
@@ -515,6 +523,7 @@ class GRPOTrainer:
             "seconds/generate": report.seconds_generate,
             "seconds/env": report.seconds_env,
             "seconds/update": report.seconds_update,
+            "prompt_encoded": report.prompt_encoded,
         }
         if math.isfinite(report.eval_score):
             record["eval_score"] = report.eval_score
