@@ -282,3 +282,19 @@ def test_buffers_grow_past_their_first_room(monkeypatch: pytest.MonkeyPatch) -> 
         got, want = cached.generate(prompts, greedy), plain.generate(prompts, greedy)
         assert [c.ids for c in got] == [c.ids for c in want] and max(len(c.ids) for c in got) > 3
         assert np.allclose([c.logprobs for c in got], [c.logprobs for c in want], atol=1e-5)
+
+
+def test_visrl_serve_sizes_the_cache_and_refuses_a_negative_size() -> None:
+    import subprocess
+    import sys
+
+    from agents.vlm.serve import load_policy
+
+    assert load_policy("tiny", 0).prefix_cache is None  # type: ignore[attr-defined]
+    assert load_policy("tiny", 0.5).prefix_cache.max_bytes == 2**29  # type: ignore[attr-defined]
+    bad = subprocess.run(
+        [sys.executable, "-m", "visrl_envs.cli", "serve", "--model", "tiny", "--prefix-cache-gb", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--prefix-cache-gb: must be >= 0, got -1" in bad.stderr

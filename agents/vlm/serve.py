@@ -846,17 +846,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="most conversations per model call")
     parser.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather concurrent requests")
     parser.add_argument(
+        "--prefix-cache-gb",
+        type=_non_negative,
+        default=1.0,
+        help="GiB of key/value states kept between calls, so a conversation's next turn encodes only what is new "
+        "(0: off; default 1)",
+    )
+    parser.add_argument(
         "--allow-weight-updates",
         action="store_true",
         help="accept new weights on /visrl/v1/weights (a trainer's generation server; anyone who can post controls the model)",
     )
 
 
-def load_policy(model: str) -> ChatPolicy:
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def load_policy(model: str, prefix_cache_gb: float = 1.0) -> ChatPolicy:
     """The transformers policy of ``model`` (a local directory, or ``"tiny"``)."""
     from agents.vlm.hf import HFPolicy
 
-    policy: ChatPolicy = HFPolicy.tiny(seed=0) if model == "tiny" else HFPolicy.from_pretrained(model)
+    cache = int(prefix_cache_gb * 2**30)
+    policy: ChatPolicy = (
+        HFPolicy.tiny(seed=0, prefix_cache_bytes=cache)
+        if model == "tiny"
+        else HFPolicy.from_pretrained(model, prefix_cache_bytes=cache)
+    )
     return policy
 
 
@@ -867,7 +886,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or ("tiny" if args.model == "tiny" else Path(args.model).resolve().name)
     if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
         log.warning("serving on %s without --api-key: anyone who reaches this address can use the model", args.host)
-    policy = load_policy(args.model)
+    policy = load_policy(args.model, args.prefix_cache_gb)
     server = PolicyServer(
         policy,
         name,
