@@ -143,11 +143,12 @@ class HFPolicy:
 
     # --- inputs -------------------------------------------------------------------------------
 
-    def _pixel_inputs(self, image: np.ndarray) -> tuple[Any, Any]:
-        """``(pixel_values, image_grid_thw)`` of one image, cached by content."""
+    def _pixel_inputs(self, image: np.ndarray, key: bytes | None = None) -> tuple[Any, Any]:
+        """``(pixel_values, image_grid_thw)`` of one image, cached by content (``key``: its
+        :func:`image_key`, when the caller already has it)."""
         from PIL import Image
 
-        key = image_key(image)
+        key = key if key is not None else image_key(image)
         hit = self._pixels.get(key)
         if hit is not None:
             self._pixels.move_to_end(key)

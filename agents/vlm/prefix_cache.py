@@ -100,7 +100,7 @@ def usable_prefix(
     differ = np.flatnonzero(cached_ids[:n] != ids[:n])
     length = int(differ[0]) if len(differ) else n
     runs = image_run_starts(ids, image_token_id)
-    if length < len(ids) and ids[length] == image_token_id and length > 0 and ids[length - 1] == image_token_id:
+    if length > 0 and ids[length] == image_token_id and ids[length - 1] == image_token_id:
         length = int(runs[np.searchsorted(runs, length, side="right") - 1])  # back to the image's first token
     count = int(np.searchsorted(runs, length, side="left"))
     for index in range(count):
@@ -246,6 +246,7 @@ class _Row:
     cached: int  # tokens taken from ``source``
     cached_images: int
     positions: Any  # (3, len(ids)) multimodal rotary positions of the whole prompt
+    pixels: list[tuple[Any, Any]]  # (pixel_values, image_grid_thw) of each image
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -254,13 +255,13 @@ class _Row:
         return (self.cached, self.ids.tobytes(), self.image_keys)
 
 
-def _buffer_cache(layers: Sequence[tuple[Any, Any]], capacity: int) -> Any:
-    """A transformers cache over per-layer (rows, heads, length, dim) states, with room for
-    ``capacity`` tokens."""
+def _buffer_cache(buffers: Sequence[tuple[Any, Any]], length: int) -> Any:
+    """A transformers cache over per-layer (rows, heads, capacity, dim) key and value buffers whose
+    first ``length`` columns hold states."""
     from transformers.cache_utils import Cache
 
     layer_type = _buffer_layer_type()
-    return Cache(layers=[layer_type(keys, values, capacity) for keys, values in layers])
+    return Cache(layers=[layer_type(keys, values, length) for keys, values in buffers])
 
 
 @functools.cache
@@ -269,21 +270,15 @@ def _buffer_layer_type() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class BufferLayer(DynamicLayer):
-        """A cache layer that writes into a buffer allocated once for the whole call.
+        """A cache layer that writes into buffers allocated once for the whole call.
 
         transformers' ``DynamicLayer`` concatenates, copying the whole cache at every decode step;
         with 32 rows of ~1000 tokens that was the largest cost after attention in a profiled Jigsaw
         rollout."""
 
-        def __init__(self, keys: Any, values: Any, capacity: int) -> None:
+        def __init__(self, keys: Any, values: Any, length: int) -> None:
             super().__init__()
-            rows, heads, length, dim = keys.shape
-            self.buffers = (
-                keys.new_empty((rows, heads, capacity, dim)),
-                values.new_empty((rows, heads, capacity, dim)),
-            )
-            self.buffers[0][:, :, :length] = keys
-            self.buffers[1][:, :, :length] = values
+            self.buffers = (keys, values)
             self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
             self._view(length)
 
@@ -326,18 +321,20 @@ def cached_generate(
         cache.fingerprint = fingerprint
     rope = rope_index_owner(policy.model)
     rows = [_plan(policy, cache, rope, prompt) for prompt in prompts]
-    unique: dict[tuple[Any, ...], int] = {}
-    row_to_unique = [unique.setdefault(row.key, len(unique)) for row in rows]
-    firsts = {u: r for r, u in reversed(list(enumerate(row_to_unique)))}
-    encode = [rows[firsts[u]] for u in range(len(unique))]
+    unique: dict[tuple[Any, ...], int] = {}  # row key -> its index in ``encode``
+    encode: list[_Row] = []
+    for row in rows:
+        if row.key not in unique:
+            unique[row.key] = len(encode)
+            encode.append(row)
     cache.prompt_tokens += sum(len(row.ids) for row in rows)
     cache.encoded_tokens += sum(len(row.ids) - row.cached for row in encode)
     with torch.no_grad():
-        past, mask, logits = _prefill(policy, prompts, encode, [firsts[u] for u in range(len(unique))], sampling)
+        past, mask, logits = _prefill(policy, encode, sampling)
         if len(encode) < len(rows):  # identical prompts were encoded once; give every row its copy
-            index = torch.tensor(row_to_unique, device=mask.device)
-            layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in past.layers]
-            past = _buffer_cache(layers, past.layers[0].capacity)
+            index = torch.tensor([unique[row.key] for row in rows], device=mask.device)
+            buffers = [tuple(buffer.index_select(0, index) for buffer in layer.buffers) for layer in past.layers]
+            past = _buffer_cache(buffers, past.get_seq_length())
             mask, logits = mask[index], logits[index]
         next_positions = torch.stack([row.positions.max() + 1 for row in rows]).to(mask.device)
         prompt_width = past.get_seq_length()
@@ -354,7 +351,8 @@ def _plan(policy: Any, cache: PrefixCache, rope: Any, prompt: TokenPrompt) -> _R
 
     ids = np.asarray(prompt.ids, dtype=np.int64)
     keys = tuple(image_key(image) for image in prompt.images)
-    grids = [policy._pixel_inputs(image)[1] for image in prompt.images]
+    pixels = [policy._pixel_inputs(image, key) for image, key in zip(prompt.images, keys, strict=True)]
+    grids = [grid for _, grid in pixels]
     policy.check_image_tokens(int(np.count_nonzero(ids == policy.image_token_id)), grids)
     source, tokens, count = cache.match(ids, keys)
     chunk = torch.from_numpy(ids[tokens:])
@@ -368,16 +366,10 @@ def _plan(policy: Any, cache: PrefixCache, rope: Any, prompt: TokenPrompt) -> _R
     if source is not None:
         prefix = source.positions[:, :tokens]
         positions = torch.cat([prefix, positions + prefix.max() + 1], dim=1)
-    return _Row(ids, keys, source, tokens, count, positions)
+    return _Row(ids, keys, source, tokens, count, positions, pixels)
 
 
-def _prefill(
-    policy: Any,
-    prompts: Sequence[TokenPrompt],
-    rows: Sequence[_Row],
-    prompt_index: Sequence[int],
-    sampling: Sampling,
-) -> Any:
+def _prefill(policy: Any, rows: Sequence[_Row], sampling: Sampling) -> Any:
     """Encode each row's uncached chunk after its cached prefix: ``(cache, attention mask, last
     logits)``; the cache and mask have room for up to :data:`ROOM` more tokens (they grow past it)."""
     import torch
@@ -396,12 +388,11 @@ def _prefill(
         mask[r, cached_width - row.cached : cached_width] = 1
         mask[r, cached_width + chunk_width - chunk : cached_width + chunk_width] = 1
         positions[:, r, chunk_width - chunk :] = row.positions[:, row.cached :]
-        for image in prompts[prompt_index[r]].images[row.cached_images :]:
-            values, grid = policy._pixel_inputs(image)
+        for values, grid in row.pixels[row.cached_images :]:
             pixels.append(values)
             grids.append(grid)
     mask = mask.to(device)
-    past = _buffer_cache(_batch_prefixes(policy, rows, cached_width), mask.shape[1])
+    past = _buffer_cache(_batch_prefixes(policy, rows, cached_width, mask.shape[1]), cached_width)
     inputs: dict[str, Any] = {
         "input_ids": ids.to(device),
         "attention_mask": mask[:, : cached_width + chunk_width],
@@ -417,8 +408,9 @@ def _prefill(
     return past, mask, out.logits[:, -1]
 
 
-def _batch_prefixes(policy: Any, rows: Sequence[_Row], width: int) -> list[tuple[Any, Any]]:
-    """Per layer, the rows' cached keys and values right-aligned in ``width`` columns (zeros before)."""
+def _batch_prefixes(policy: Any, rows: Sequence[_Row], width: int, capacity: int) -> list[tuple[Any, Any]]:
+    """Per layer, buffers of ``capacity`` columns holding the rows' cached keys and values
+    right-aligned in the first ``width`` (zeros before)."""
     import torch
 
     config = policy.model.config.get_text_config()
@@ -430,12 +422,12 @@ def _batch_prefixes(policy: Any, rows: Sequence[_Row], width: int) -> list[tuple
     dtype = torch.get_autocast_dtype(device.type) if autocast else next(policy.model.parameters()).dtype
     out = []
     for layer in range(config.num_hidden_layers):
-        keys = torch.zeros((len(rows), heads, width, dim), dtype=dtype, device=device)
+        keys = torch.zeros((len(rows), heads, capacity, dim), dtype=dtype, device=device)
         values = torch.zeros_like(keys)
         for r, row in enumerate(rows):
             if row.source is not None and row.cached:
-                keys[r, :, width - row.cached :] = row.source.keys[layer][:, : row.cached]
-                values[r, :, width - row.cached :] = row.source.values[layer][:, : row.cached]
+                keys[r, :, width - row.cached : width] = row.source.keys[layer][:, : row.cached]
+                values[r, :, width - row.cached : width] = row.source.values[layer][:, : row.cached]
         out.append((keys, values))
     return out
 
