@@ -88,7 +88,7 @@ class Summary:
 
 
 def summarise(runs: list[Run]) -> list[Summary]:
-    from benchmarks.stats import bootstrap_ci
+    from agents.stats import bootstrap_ci
 
     out = []
     for env_id in dict.fromkeys(r.env_id for r in runs):

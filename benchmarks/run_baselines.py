@@ -27,7 +27,7 @@ from rich.table import Table
 import visrl_envs  # noqa: F401
 from agents.base import Agent
 from agents.scripted import NullAgent, OracleAgent, RandomAgent
-from benchmarks.stats import bootstrap_ci, iqm
+from agents.stats import bootstrap_ci, iqm
 
 OUT = Path(__file__).parent
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.scripted import OracleAgent, RandomAgent
-from benchmarks.stats import bootstrap_ci, iqm, optimality_gap, probability_of_improvement
+from agents.stats import bootstrap_ci, iqm, optimality_gap, probability_of_improvement
 from visrl_envs.registry import REGISTRY
 
 

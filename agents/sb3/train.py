@@ -191,7 +191,7 @@ def report(agent: Any, env_id: str, episodes: int, **env_kwargs: Any) -> dict[st
     from rich.table import Table
 
     from agents.scripted import OracleAgent, RandomAgent
-    from benchmarks.stats import bootstrap_ci
+    from agents.stats import bootstrap_ci
 
     results = {
         agent.name: evaluate_episodes(agent, env_id, episodes, **env_kwargs),

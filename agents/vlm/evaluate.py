@@ -58,7 +58,7 @@ def summarize(
     env_id: str, policy: str, difficulty: int, split: str, trajectories: list[Trajectory], seconds: float
 ) -> EvalRow:
     """The row of ``trajectories``; env-error episodes are counted apart and left out of the statistics."""
-    from benchmarks.stats import bootstrap_ci, iqm  # scipy: imported when needed, not at `visrl` start
+    from agents.stats import bootstrap_ci, iqm  # scipy: imported when needed, not at `visrl` start
 
     healthy = [t for t in trajectories if t.finish != "env_error"]
     scores = np.array([t.score for t in healthy]) if healthy else np.array([np.nan])
