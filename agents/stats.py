@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
+__all__ = ["bootstrap_ci", "iqm", "mean", "optimality_gap", "probability_of_improvement"]
+
 
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean: the mean of the middle 50% of all scores (25% trimmed each side)."""
