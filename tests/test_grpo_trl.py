@@ -31,7 +31,8 @@ from agents.vlm.grpo.trl_adapter import (  # noqa: E402
     visrl_prompt_dataset,
     visrl_rollout_func,
 )
-from agents.vlm.hf import HFPolicy, gather_logprobs, load_processor  # noqa: E402
+from agents.vlm.hf import HFPolicy, load_processor  # noqa: E402
+from agents.vlm.logprobs import gather_logprobs  # noqa: E402
 from agents.vlm.tiny import build_tiny_vlm  # noqa: E402
 from agents.vlm.trajectory import Trajectory  # noqa: E402
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.vlm.codec import render as render  # its template text: the codec's (it lived here before)
+from agents.vlm.policy import Message
 from visrl_envs.core.prompt import PromptSpec, build_prompt
-
-Message = dict[str, Any]
 
 
 def user_message(images: tuple[np.ndarray, ...] | list[np.ndarray], text: str) -> Message:
@@ -68,18 +68,3 @@ def images_of(messages: list[Message]) -> list[Any]:
                 if part["type"] == "image":
                     found.append(Image.fromarray(np.asarray(part["image"], dtype=np.uint8)))
     return found
-
-
-def render(
-    processor: Any, messages: list[Message], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
-) -> str:
-    """The text of ``messages`` under the processor's chat template (by default ready to generate)."""
-    plain = [
-        {**m, "content": [{k: v for k, v in part.items() if k != "image"} for part in m["content"]]}
-        if isinstance(m["content"], list)
-        else m
-        for m in messages
-    ]
-    return processor.apply_chat_template(
-        plain, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
-    )

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.chat import render
 from agents.vlm.policy import Message, TokenPrompt
 
 _PROBE_USER = "X"
@@ -49,6 +48,21 @@ def _image_arrays(messages: list[Message]) -> list[np.ndarray]:
         for part in message["content"]
         if part["type"] == "image"
     ]
+
+
+def render(
+    processor: Any, messages: list[Message], tools: list[dict[str, Any]] | None, add_generation_prompt: bool = True
+) -> str:
+    """The text of ``messages`` under the processor's chat template (by default ready to generate)."""
+    plain = [
+        {**m, "content": [{k: v for k, v in part.items() if k != "image"} for part in m["content"]]}
+        if isinstance(m["content"], list)
+        else m
+        for m in messages
+    ]
+    return processor.apply_chat_template(
+        plain, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
 
 
 def image_key(image: np.ndarray) -> bytes:

@@ -27,25 +27,13 @@ from typing import Any
 import numpy as np
 
 from agents.vlm.codec import ProcessorCodec, image_key
+from agents.vlm.logprobs import gather_logprobs
 from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
 from agents.vlm.prefix_cache import CACHED_MODEL_TYPES, PrefixCache, cached_generate
 from agents.vlm.tiny import VISION_TOKENS, image_only_processor
 
 #: Model types whose image inputs this backend batches (pixel_values + image_grid_thw).
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-
-
-def gather_logprobs(logits: Any, targets: Any, temperature: float = 1.0, banned: Any = None) -> Any:
-    """``log softmax(logits / temperature)[target]`` per position, in fp32, with ``banned`` token ids
-    removed from the distribution. ``logits``: (..., T, V); ``targets``: (..., T) -> (..., T).
-    Pure and differentiable: the trainer computes its new log-probabilities with it too."""
-    import torch
-
-    scaled = logits.float() / temperature
-    if banned is not None and len(banned):
-        scaled = scaled.index_fill(-1, banned, float("-inf"))
-    picked = scaled.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scaled, dim=-1)
 
 
 def load_processor(path: str | Path) -> Any:

@@ -19,7 +19,7 @@ cache buffers allocated once per call.
 Layout of a batch: each row's cached prefix is right-aligned in the cache columns and its new chunk
 right-aligned in the chunk columns, so a row may have a hole (attention mask 0) between the two;
 positions are explicit, so holes shift nothing. Token log-probabilities are those of
-:func:`agents.vlm.hf.gather_logprobs`, and a re-scoring of the full sequence reproduces them (the
+:func:`agents.vlm.logprobs.gather_logprobs`, and a re-scoring of the full sequence reproduces them (the
 replay tests in tests/test_vlm_rollout.py hold the cached path to 1e-4).
 
 The cache is emptied whenever the model's weights change (an optimizer step, ``load_state_dict``),
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from agents.vlm.codec import image_key
+from agents.vlm.logprobs import gather_logprobs
 from agents.vlm.policy import Completion, Sampling, TokenPrompt
 
 #: Model types whose forward takes explicit multimodal rotary positions and a chunk's own images.
@@ -437,8 +438,6 @@ def _decode(policy: Any, sampling: Sampling, past: Any, mask: Any, logits: Any, 
     tokens and log-probabilities (rows, steps), the finished rows padded."""
     import torch
     from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
-
-    from agents.vlm.hf import gather_logprobs  # here: hf imports this module
 
     banned = policy._banned.to(logits.device)
     warpers: list[Any] = []

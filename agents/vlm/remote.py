@@ -1,15 +1,9 @@
-"""Token-level generation on a separate server, with weights pushed from the trainer.
+"""Token-level generation on a separate server, with weights pushed from the trainer: the client.
 
 RL needs what the OpenAI chat API cannot give: generation that continues *exact* ids (a multi-turn
 history is never re-tokenised) and a way to load the trainer's new weights after each update. A
-:class:`~agents.vlm.serve.PolicyServer` serving a transformers policy has two more routes for that:
-
-- ``POST /visrl/v1/generate``: ``{"prompts": [{"ids": [...], "images": ["data:image/png;base64,..."]}],
-  "sampling": {"temperature", "max_new_tokens", "top_p", "top_k", "seed"}}`` ->
-  ``{"completions": [{"ids", "logprobs", "finished"}], "weights_version": k}``;
-- ``POST /visrl/v1/weights`` (only when the server was started with ``allow_weight_updates``): a
-  safetensors file as the body; every tensor must name a parameter or buffer of the served model and
-  have its shape; all are checked before any is loaded, then copied in (cast to the served dtype).
+:class:`~agents.vlm.serve.PolicyServer` serving a transformers policy has two more routes for that,
+``/visrl/v1/generate`` and ``/visrl/v1/weights`` (their bodies: :mod:`agents.vlm.protocol`).
 
 :class:`RemotePolicy` is the client: a :class:`~agents.vlm.policy.TokenPolicy` whose codec runs
 locally (the trainer's own processor, so ids are the trainer's) and whose ``generate`` runs on the
@@ -30,134 +24,13 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from agents.vlm.openai_policy import PolicyError, image_data_url
 from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
-
-if TYPE_CHECKING:
-    from agents.vlm.serve import Limits
-
-GENERATE_ROUTE = "/visrl/v1/generate"
-WEIGHTS_ROUTE = "/visrl/v1/weights"
-
-
-class RequestError(ValueError):
-    """A token-level request the server refuses (answered as HTTP 400 with this message)."""
-
-
-# -- the server side --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    prompts: list[TokenPrompt]
-    sampling: Sampling
-
-
-def parse_token_request(body: Any, vocabulary: int, limits: Limits) -> TokenRequest:
-    """Validate a ``/visrl/v1/generate`` body: ids within the vocabulary, images as bounded data URLs."""
-    from agents.vlm.serve import _ImageBudget, decode_data_url
-
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - {"prompts", "sampling"})
-    if unknown:
-        raise RequestError(f"unknown fields {unknown}")
-    prompts = body.get("prompts")
-    if not isinstance(prompts, list) or not prompts:
-        raise RequestError("prompts must be a non-empty list")
-    if len(prompts) > limits.max_prompts:
-        raise RequestError(f"{len(prompts)} prompts: at most {limits.max_prompts} per request")
-    budget = _ImageBudget(limits)
-    parsed = []
-    for k, prompt in enumerate(prompts):
-        if not isinstance(prompt, dict) or set(prompt) - {"ids", "images"}:
-            raise RequestError(f"prompts[{k}] must be an object with ids and images")
-        ids = prompt.get("ids")
-        if not isinstance(ids, list) or not ids or not all(type(i) is int for i in ids):
-            raise RequestError(f"prompts[{k}].ids must be a non-empty list of integers")
-        if len(ids) > limits.max_prompt_tokens:
-            raise RequestError(f"prompts[{k}] has {len(ids)} ids: at most {limits.max_prompt_tokens}")
-        if min(ids) < 0 or max(ids) >= vocabulary:
-            raise RequestError(f"prompts[{k}].ids must lie in [0, {vocabulary})")
-        images = prompt.get("images", [])
-        if not isinstance(images, list) or not all(isinstance(url, str) for url in images):
-            raise RequestError(f"prompts[{k}].images must be a list of data URLs")
-        try:
-            pixels = [decode_data_url(url, budget, f"prompts[{k}].images") for url in images]
-        except Exception as err:  # ApiError from the shared decoder: same message, token-route status
-            raise RequestError(str(err)) from None
-        parsed.append(TokenPrompt(list(ids), pixels))
-    sampling = body.get("sampling", {})
-    if not isinstance(sampling, dict) or set(sampling) - {"temperature", "max_new_tokens", "top_p", "top_k", "seed"}:
-        raise RequestError("sampling takes temperature, max_new_tokens, top_p, top_k and seed")
-    max_new = sampling.get("max_new_tokens", limits.default_max_tokens)
-    if type(max_new) is not int or not 1 <= max_new <= limits.max_tokens:
-        raise RequestError(f"max_new_tokens must be an integer in [1, {limits.max_tokens}]")
-    seed = sampling.get("seed")
-    if seed is not None and (type(seed) is not int or seed < 0):
-        raise RequestError("seed must be a non-negative integer")
-    try:
-        chosen = Sampling(
-            temperature=float(sampling.get("temperature", 1.0)),
-            max_new_tokens=max_new,
-            top_p=float(sampling.get("top_p", 1.0)),
-            top_k=int(sampling.get("top_k", 0)),
-            seed=seed,
-        )
-    except (TypeError, ValueError) as err:
-        raise RequestError(str(err)) from None
-    return TokenRequest(parsed, chosen)
-
-
-def completions_body(completions: Sequence[Completion], weights_version: int) -> dict[str, Any]:
-    from agents.vlm.serve import FLOOR_LOGPROB
-
-    return {
-        "completions": [
-            {
-                "ids": [int(i) for i in c.ids],
-                "logprobs": [float(v) if np.isfinite(v) else FLOOR_LOGPROB for v in c.logprobs],
-                "finished": bool(c.finished),
-            }
-            for c in completions
-        ],
-        "weights_version": weights_version,
-    }
-
-
-def load_weights(model: Any, data: bytes) -> int:
-    """Copy the tensors of the safetensors file ``data`` into ``model`` (names and shapes checked
-    first, nothing loaded on a mismatch); returns how many were loaded."""
-    import torch
-    from safetensors.torch import load as load_safetensors
-
-    try:
-        tensors = load_safetensors(data)
-    except Exception as err:  # safetensors raises its own error types on malformed headers
-        raise RequestError(f"the body is not a safetensors file: {str(err)[:200]}") from None
-    if not tensors:
-        raise RequestError("the safetensors file holds no tensors")
-    targets = model.state_dict(keep_vars=True)
-    unknown = sorted(set(tensors) - set(targets))
-    if unknown:
-        raise RequestError(f"{len(unknown)} tensors are not in the served model, e.g. {unknown[:3]}")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(targets[name].shape):
-            raise RequestError(
-                f"{name}: shape {tuple(tensor.shape)}, the served model has {tuple(targets[name].shape)}"
-            )
-        if not torch.isfinite(tensor.float()).all():
-            raise RequestError(f"{name} holds NaN or infinite values")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            targets[name].copy_(tensor.to(targets[name].device))
-    return len(tensors)
-
+from agents.vlm.protocol import GENERATE_ROUTE, WEIGHTS_ROUTE
 
 # -- the client --------------------------------------------------------------------------------------
 

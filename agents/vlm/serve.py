@@ -34,15 +34,11 @@ so a seed gives the same answer alone or under load). The policy is only ever ca
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import hmac
-import io
 import json
 import logging
 import math
 import queue
-import re
 import signal
 import threading
 import time
@@ -53,66 +49,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Reply, Sampling, TokenPolicy
-from agents.vlm.remote import GENERATE_ROUTE, WEIGHTS_ROUTE
+from agents.vlm.protocol import (
+    GENERATE_ROUTE,
+    WEIGHTS_ROUTE,
+    ApiError,
+    ImageBudget,
+    Limits,
+    RequestError,
+    bad_request,
+    completions_body,
+    decode_data_url,
+    parse_token_request,
+    wire_logprob,
+)
 from visrl_envs.core.tools import tool_call_text
 
 log = logging.getLogger(__name__)
 
-#: Image formats a data URL may carry (PIL decodes only these).
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-#: What a non-finite log-probability is sent as (JSON has no infinities).
-FLOOR_LOGPROB = -9999.0
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
-_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*?);base64,(?P<data>.*)", re.S | re.I)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one request may ask (the server is reachable by any local process)."""
-
-    max_body_bytes: int = 64 * 2**20
-    max_n: int = 16
-    max_tokens: int = 4096
-    default_max_tokens: int = 256
-    max_messages: int = 512
-    max_tools: int = 128
-    max_images: int = 64
-    max_image_pixels: int = 4096 * 4096
-    max_total_pixels: int = 32 * 2**20
-    max_queued: int = 256  # conversations waiting for the policy, over all requests
-    max_prompts: int = 256  # token route: prompts per request
-    max_prompt_tokens: int = 65536  # token route: ids per prompt
-    max_weights_bytes: int = 64 * 2**30  # weights route: one safetensors body
-
-
-class ApiError(Exception):
-    """An error answered as an OpenAI-style ``{"error": {...}}`` body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
-
-
-def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, code=code, param=param)
 
 
 # -- request parsing ----------------------------------------------------------------------------
@@ -129,93 +84,43 @@ class ParsedRequest:
     return_token_ids: bool
 
 
-@dataclass
-class _ImageBudget:
-    limits: Limits
-    count: int = 0
-    pixels: int = 0
-
-
-def decode_data_url(url: str, budget: _ImageBudget | None = None, param: str = "image_url") -> np.ndarray:
-    """The uint8 RGB array (H, W, 3) of a base64 ``data:`` image URL; :class:`ApiError` otherwise."""
-    from PIL import Image
-
-    if url.lstrip()[:5].lower() != "data:":
-        shown = url[:60] + ("..." if len(url) > 60 else "")
-        raise _bad(
-            f"only data: image URLs (base64) are accepted, got {shown!r}: this server never fetches URLs",
-            param,
-            "unsupported_url",
-        )
-    match = _DATA_URL.fullmatch(url.strip())
-    if match is None:
-        raise _bad("malformed data URL: expected data:image/<format>;base64,<data>", param)
-    mime = (match["mime"] or "").lower()
-    if mime and not mime.startswith("image/"):
-        raise _bad(f"the data URL's media type must be image/*, got {mime!r}", param)
-    try:
-        raw = base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad("the data URL's base64 payload does not decode", param) from None
-    try:
-        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as image:
-            width, height = image.size
-            limits = budget.limits if budget else Limits()
-            if width < 1 or height < 1 or width * height > limits.max_image_pixels:
-                raise _bad(f"image of {width}x{height} px: at most {limits.max_image_pixels} pixels", param)
-            if budget is not None:
-                budget.count += 1
-                budget.pixels += width * height
-                if budget.count > limits.max_images:
-                    raise _bad(f"at most {limits.max_images} images per request", param)
-                if budget.pixels > limits.max_total_pixels:
-                    raise _bad(f"at most {limits.max_total_pixels} image pixels per request", param)
-            image.seek(0)
-            array = np.array(image.convert("RGB"), dtype=np.uint8)
-    except ApiError:
-        raise
-    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError)
-        raise _bad(f"the image does not decode as {'/'.join(IMAGE_FORMATS)}: {type(err).__name__}", param) from None
-    return array
-
-
 def _text_of(parts: list[dict[str, Any]]) -> str:
     return "".join(part["text"] for part in parts if part["type"] == "text")
 
 
-def _parse_content(content: Any, where: str, budget: _ImageBudget) -> str | list[dict[str, Any]]:
+def _parse_content(content: Any, where: str, budget: ImageBudget) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _bad(f"{where}.content must be a string or a list of content parts", f"{where}.content")
+        raise bad_request(f"{where}.content must be a string or a list of content parts", f"{where}.content")
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             if not isinstance(part.get("text"), str):
-                raise _bad(f"{at}.text must be a string", at)
+                raise bad_request(f"{at}.text must be a string", at)
             parts.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
             ref = part.get("image_url")
             url = ref.get("url") if isinstance(ref, dict) else ref
             if not isinstance(url, str):
-                raise _bad(f"{at}.image_url.url must be a string", at)
+                raise bad_request(f"{at}.image_url.url must be a string", at)
             parts.append({"type": "image", "image": decode_data_url(url, budget, f"{at}.image_url")})
         else:
-            raise _bad(f"{at}: content parts must be {{'type': 'text'}} or {{'type': 'image_url'}}", at)
+            raise bad_request(f"{at}: content parts must be {{'type': 'text'}} or {{'type': 'image_url'}}", at)
     return parts
 
 
 def _tool_calls_as_text(calls: Any, where: str) -> str:
     if not isinstance(calls, list):
-        raise _bad(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
+        raise bad_request(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
     texts = []
     for j, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
-            raise _bad(f"{where}.tool_calls[{j}] needs function.name", f"{where}.tool_calls")
+            raise bad_request(f"{where}.tool_calls[{j}] needs function.name", f"{where}.tool_calls")
         arguments = function.get("arguments", "{}") if isinstance(function, dict) else "{}"
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
@@ -228,18 +133,18 @@ def _tool_calls_as_text(calls: Any, where: str) -> str:
 def parse_messages(raw: Any, limits: Limits) -> list[Message]:
     """OpenAI chat messages as the policy's messages (image parts carry uint8 RGB arrays)."""
     if not isinstance(raw, list) or not raw:
-        raise _bad("messages must be a non-empty list", "messages")
+        raise bad_request("messages must be a non-empty list", "messages")
     if len(raw) > limits.max_messages:
-        raise _bad(f"at most {limits.max_messages} messages", "messages")
-    budget = _ImageBudget(limits)
+        raise bad_request(f"at most {limits.max_messages} messages", "messages")
+    budget = ImageBudget(limits)
     messages: list[Message] = []
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _bad(f"{where} must be an object", where)
+            raise bad_request(f"{where} must be an object", where)
         role = _ROLES.get(str(message.get("role")))
         if role is None:
-            raise _bad(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
+            raise bad_request(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
         content = message.get("content")
         calls = message.get("tool_calls")
         if content is None and role == "assistant":
@@ -247,7 +152,7 @@ def parse_messages(raw: Any, limits: Limits) -> list[Message]:
         content = _parse_content(content, where, budget)
         if role != "user" and isinstance(content, list):
             if any(part["type"] == "image" for part in content):
-                raise _bad(f"{where}: only user messages may hold images", where)
+                raise bad_request(f"{where}: only user messages may hold images", where)
             content = _text_of(content)
         if calls and role == "assistant":
             assert isinstance(content, str)
@@ -261,7 +166,7 @@ def _int(body: dict[str, Any], key: str, low: int, high: int, default: int | Non
     if value is None:
         return default
     if type(value) is not int or not low <= value <= high:
-        raise _bad(f"{key} must be an integer in [{low}, {high}], got {value!r}", key)
+        raise bad_request(f"{key} must be an integer in [{low}, {high}], got {value!r}", key)
     return value
 
 
@@ -270,7 +175,7 @@ def _float(body: dict[str, Any], key: str, low: float, high: float, default: flo
     if value is None:
         return default
     if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
-        raise _bad(f"{key} must be a number in [{low}, {high}], got {value!r}", key)
+        raise bad_request(f"{key} must be a number in [{low}, {high}], got {value!r}", key)
     return float(value)
 
 
@@ -279,17 +184,17 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise _bad(f"{key} must be a boolean, got {value!r}", key)
+        raise bad_request(f"{key} must be a boolean, got {value!r}", key)
     return value
 
 
 def parse_request(body: Any, model_name: str, limits: Limits) -> ParsedRequest:
     """Validate a chat-completions body; :class:`ApiError` (400/404) names the first bad field."""
     if not isinstance(body, dict):
-        raise _bad("the request body must be a JSON object")
+        raise bad_request("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str):
-        raise _bad("model must be a string", "model")
+        raise bad_request("model must be a string", "model")
     if model != model_name:
         raise ApiError(
             404,
@@ -298,22 +203,22 @@ def parse_request(body: Any, model_name: str, limits: Limits) -> ParsedRequest:
             param="model",
         )
     if body.get("stream"):
-        raise _bad("streaming is not supported: send stream=false", "stream", "unsupported_parameter")
+        raise bad_request("streaming is not supported: send stream=false", "stream", "unsupported_parameter")
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-            raise _bad("tools must be a list of objects", "tools")
+            raise bad_request("tools must be a list of objects", "tools")
         if len(tools) > limits.max_tools:
-            raise _bad(f"at most {limits.max_tools} tools", "tools")
+            raise bad_request(f"at most {limits.max_tools} tools", "tools")
         tools = tools or None
     stop = body.get("stop")
     if not (
         stop is None or isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
-        raise _bad("stop must be a string or a list of strings", "stop")
+        raise bad_request("stop must be a string or a list of strings", "stop")
     top_logprobs = _int(body, "top_logprobs", 0, 20, 0)
     if top_logprobs:
-        raise _bad(
+        raise bad_request(
             "top_logprobs > 0 is not supported: only the sampled tokens' logprobs are returned",
             "top_logprobs",
             "unsupported_parameter",
@@ -475,10 +380,6 @@ class Batcher:
 # -- responses ----------------------------------------------------------------------------------
 
 
-def _finite(value: float) -> float:
-    return float(value) if math.isfinite(value) else FLOOR_LOGPROB
-
-
 def token_texts(policy: ChatPolicy) -> Callable[[int], str]:
     """The text of one token id, from the policy's tokenizer or codec (``token_id:N`` without one)."""
     tokenizer = getattr(policy, "tokenizer", None)
@@ -517,7 +418,12 @@ def completion_body(
             for k, logprob in enumerate(reply.logprobs):
                 token = token_text(ids[k]) if ids is not None else ""
                 content.append(
-                    {"token": token, "logprob": _finite(logprob), "bytes": list(token.encode()), "top_logprobs": []}
+                    {
+                        "token": token,
+                        "logprob": wire_logprob(logprob),
+                        "bytes": list(token.encode()),
+                        "top_logprobs": [],
+                    }
                 )
             choice["logprobs"] = {"content": content}
         if parsed.return_token_ids:
@@ -636,9 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(ApiError(500, f"internal error: {type(err).__name__}", type="server_error", code="internal_error"))
 
     def _token_route(self, app: PolicyServer) -> None:
-        """The token-level routes of :mod:`agents.vlm.remote` (generation on exact ids, weight updates)."""
-        from agents.vlm.remote import RequestError, completions_body, load_weights, parse_token_request
-
+        """The token-level routes of :mod:`agents.vlm.protocol` (generation on exact ids, weight updates)."""
         path = self._path()
         try:
             if not self._authorized():
@@ -669,10 +573,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(error)
             return
         except RequestError as err:
-            self._error(_bad(str(err)))
+            self._error(bad_request(str(err)))
             return
         except ValueError as err:  # e.g. image pads that do not match the images
-            self._error(_bad(f"the policy refused the prompts: {str(err)[:300]}"))
+            self._error(bad_request(f"the policy refused the prompts: {str(err)[:300]}"))
             return
         except Exception as err:
             self._internal_error(err)
@@ -691,14 +595,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(411, "a Content-Length header is required", code="length_required") from None
         if length < 0:
             self.close_connection = True
-            raise _bad("bad Content-Length")
+            raise bad_request("bad Content-Length")
         if length > cap:
             self.close_connection = True
             raise ApiError(413, f"request body of {length} bytes: at most {cap}", code="request_too_large")
         data = self.rfile.read(length)
         if len(data) != length:
             self.close_connection = True
-            raise _bad("the request body ended early")
+            raise bad_request("the request body ended early")
         return bytes(data)
 
     def _read_json(self, cap: int) -> Any:
@@ -706,7 +610,36 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(data, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise _bad(f"the body is not valid JSON: {str(err)[:200]}", code="invalid_json") from None
+            raise bad_request(f"the body is not valid JSON: {str(err)[:200]}", code="invalid_json") from None
+
+
+def load_weights(model: Any, data: bytes) -> int:
+    """Copy the tensors of the safetensors file ``data`` into ``model`` (names and shapes checked
+    first, nothing loaded on a mismatch); returns how many were loaded."""
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        tensors = load_safetensors(data)
+    except Exception as err:  # safetensors raises its own error types on malformed headers
+        raise RequestError(f"the body is not a safetensors file: {str(err)[:200]}") from None
+    if not tensors:
+        raise RequestError("the safetensors file holds no tensors")
+    targets = model.state_dict(keep_vars=True)
+    unknown = sorted(set(tensors) - set(targets))
+    if unknown:
+        raise RequestError(f"{len(unknown)} tensors are not in the served model, e.g. {unknown[:3]}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(targets[name].shape):
+            raise RequestError(
+                f"{name}: shape {tuple(tensor.shape)}, the served model has {tuple(targets[name].shape)}"
+            )
+        if not torch.isfinite(tensor.float()).all():
+            raise RequestError(f"{name} holds NaN or infinite values")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            targets[name].copy_(tensor.to(targets[name].device))
+    return len(tensors)
 
 
 def _reject_constant(name: str) -> Any:
@@ -721,7 +654,7 @@ class PolicyServer:
     ``batch_window`` seconds gather concurrent requests into one ``policy.reply`` call of at most
     about ``max_batch`` conversations. The server does not close the policy.
 
-    A token-level policy (transformers) is also served on the routes of :mod:`agents.vlm.remote`:
+    A token-level policy (transformers) is also served on the routes of :mod:`agents.vlm.protocol`:
     generation on exact ids, and with ``allow_weight_updates`` (off by default: whoever can post
     weights controls the model) weight updates from a trainer.
 

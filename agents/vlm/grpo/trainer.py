@@ -43,7 +43,8 @@ from agents.vlm.grpo.loss import (
     state_key,
     step_advantages,
 )
-from agents.vlm.hf import HFPolicy, gather_logprobs
+from agents.vlm.hf import HFPolicy
+from agents.vlm.logprobs import gather_logprobs
 from agents.vlm.policy import Sampling
 from agents.vlm.rollout import RolloutStats, collect
 from agents.vlm.trajectory import Trajectory
