@@ -76,8 +76,8 @@ class Outcome:
 
 
 def _evaluate(model: Any, recipe: Recipe) -> tuple[float, float, float]:
-    from agents.vlm.evaluate import evaluate
-    from agents.vlm.policy import Sampling
+    from agents.vlm.policies.policy import Sampling
+    from agents.vlm.workbench.evaluate import evaluate
 
     row, _ = evaluate(
         model, ENV_ID, recipe.eval_episodes, batch=50, sampling=Sampling(0, 8), env_kwargs=ENV_KWARGS, max_turns=1
@@ -92,8 +92,8 @@ def right_letter_probability(policy: Any, episodes: int = 100, seed: int = 10_00
     import gymnasium as gym
     import numpy as np
 
-    from agents.vlm.chat import ChatFormatter
-    from agents.vlm.policy import TokenPrompt
+    from agents.vlm.policies.policy import TokenPrompt
+    from agents.vlm.rollout.chat import ChatFormatter
 
     env = gym.make(ENV_ID, split="test", **ENV_KWARGS)
     task: Any = env.unwrapped
@@ -117,8 +117,8 @@ def right_letter_probability(policy: Any, episodes: int = 100, seed: int = 10_00
 
 def warm_start(workdir: Path, recipe: Recipe) -> tuple[Path, float]:
     """Random-answer demos and TRL SFT on them: the model directory and the seconds SFT took."""
-    from agents.vlm.demos import write_demos
     from agents.vlm.grpo.sft import SFTSettings, sft_warm_start
+    from agents.vlm.workbench.demos import write_demos
 
     demos = write_demos(ENV_ID, recipe.demos, workdir / "demos", env_kwargs=ENV_KWARGS, actor="random", progress=False)
     start = time.perf_counter()
@@ -187,7 +187,7 @@ def grpo_trl(model: Path, workdir: Path, recipe: Recipe, progress: bool) -> tupl
     from trl import GRPOConfig, GRPOTrainer
 
     from agents.vlm.grpo.trl_adapter import visrl_env_reward, visrl_prompt_dataset, visrl_rollout_func
-    from agents.vlm.hf import load_processor
+    from agents.vlm.policies.hf import load_processor
 
     rewards: list[float] = []
 
@@ -240,7 +240,7 @@ def run(workdir: Path, recipe: Recipe, progress: bool = True) -> Outcome:
     """The whole recipe in ``workdir``; see the module doc."""
     import torch
 
-    from agents.vlm.hf import HFPolicy, load_processor
+    from agents.vlm.policies.hf import HFPolicy, load_processor
 
     sft, seconds_sft = warm_start(workdir, recipe)
     warm = HFPolicy.from_pretrained(sft)

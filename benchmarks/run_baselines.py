@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     args = parser.parse_args(argv)
     agents, text_only = dict(AGENTS), set(TEXT_ONLY)
     if args.vlm:
-        from agents.vlm.agent import VlmAgent, load_policy
+        from agents.vlm.workbench.agent import VlmAgent, load_policy
 
         policy = load_policy(args.vlm)
         agents[f"vlm:{policy.name}"] = lambda: VlmAgent(policy)

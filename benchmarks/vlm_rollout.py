@@ -12,7 +12,7 @@ the collector of :mod:`agents.vlm.rollout` against the issue's targets:
     slot, what ``env_runner="vector"`` builds), 4 workers hosting 8 slots each, and the literal
     "4 async workers" pool with B x G = 1 x 4.
 
-The policy keeps a prefix cache (:mod:`agents.vlm.prefix_cache`), batched and one at a time alike; one
+The policy keeps a prefix cache (:mod:`agents.vlm.policies.prefix_cache`), batched and one at a time alike; one
 row turns it off on both sides (``prefix_cache_bytes=0``: every turn re-encodes the conversation) to
 show what it is worth, and the notes give the share of prompt tokens that went through the model.
 
@@ -50,10 +50,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from agents.vlm.env_pool import EnvPool, HostedEnvs, InlineEnvs, VectorEnvs, make_text_env
-from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import Sampling
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.policy import Sampling
 from agents.vlm.rollout import RolloutStats, collect
+from agents.vlm.rollout.env_pool import EnvPool, HostedEnvs, InlineEnvs, VectorEnvs, make_text_env
 from benchmarks.sections import replace_section
 
 HERE = Path(__file__).parent
@@ -402,7 +402,7 @@ def notes(rows: list[Row]) -> list[str]:
             )
     lines += [
         "",
-        "The *no prefix cache* row is the collector as it was before `agents/vlm/prefix_cache.py` (each turn"
+        "The *no prefix cache* row is the collector as it was before `agents/vlm/policies/prefix_cache.py` (each turn"
         " re-encodes the whole conversation), kept for comparison.",
     ]
     worst = max(rows, key=lambda r: r.overhead)
@@ -442,7 +442,7 @@ def section(rows: list[Row], meta: dict[str, Any]) -> str:
         f"`HFPolicy.tiny()` (random Qwen2.5-VL, fp32 CPU), temperature {meta['temperature']}, "
         f"max_new_tokens {meta['max_new_tokens']}, max_turns {meta['max_turns']} (fixed, so every episode has the "
         "same turn budget); fresh task seeds for every collection. Jigsaw-v1 at 84 px, SvgRender-v1 at 256 px."
-        " The policy keeps a prefix cache (`agents/vlm/prefix_cache.py`: a turn encodes only what is new), batched"
+        " The policy keeps a prefix cache (`agents/vlm/policies/prefix_cache.py`: a turn encodes only what is new), batched"
         " and one at a time alike, except in the *no prefix cache* row.",
         "",
         "- **overhead per turn** = (env step time + collector bookkeeping: formatting, codec, records) / batched"

@@ -114,7 +114,7 @@ def test_lora_with_a_kl_penalty_trains_only_the_adapters(tmp_path: Path) -> None
     trainer.update(runs)
     assert trainer.update(runs)["kl"] > 0
     saved = trainer.save_model(tmp_path / "merged")
-    from agents.vlm.hf import HFPolicy
+    from agents.vlm.policies.hf import HFPolicy
 
     assert HFPolicy.from_pretrained(saved).model.config.model_type == "qwen2_5_vl"
 

@@ -21,8 +21,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 trl = pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
-from agents.vlm.chat import ChatFormatter  # noqa: E402
-from agents.vlm.env_pool import InlineEnvs, make_text_env  # noqa: E402
 from agents.vlm.grpo.trl_adapter import (  # noqa: E402
     TASK_KEY,
     VisrlRollout,
@@ -31,10 +29,12 @@ from agents.vlm.grpo.trl_adapter import (  # noqa: E402
     visrl_prompt_dataset,
     visrl_rollout_func,
 )
-from agents.vlm.hf import HFPolicy, load_processor  # noqa: E402
-from agents.vlm.logprobs import gather_logprobs  # noqa: E402
-from agents.vlm.tiny import build_tiny_vlm  # noqa: E402
-from agents.vlm.trajectory import Trajectory  # noqa: E402
+from agents.vlm.policies.hf import HFPolicy, load_processor  # noqa: E402
+from agents.vlm.policies.logprobs import gather_logprobs  # noqa: E402
+from agents.vlm.policies.tiny import build_tiny_vlm  # noqa: E402
+from agents.vlm.rollout.chat import ChatFormatter  # noqa: E402
+from agents.vlm.rollout.env_pool import InlineEnvs, make_text_env  # noqa: E402
+from agents.vlm.rollout.trajectory import Trajectory  # noqa: E402
 
 SHAPES = ("visrl/ShapeColor-v0", {"size": 56, "max_attempts": 1})
 JIGSAW = ("visrl/Jigsaw-v1", {"size": 84})

@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.vlm.chat import ChatFormatter, assistant_message, images_of, render
-from agents.vlm.tiny import VISION_TOKENS, TinyVLM, build_tiny_vlm
+from agents.vlm.policies.codec import render
+from agents.vlm.policies.tiny import VISION_TOKENS, TinyVLM, build_tiny_vlm
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message, images_of
 from tests.conftest import ENV_IDS
 
 

@@ -13,8 +13,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.vlm.chat import ChatFormatter, assistant_message, render
-from agents.vlm.demos import (
+from agents.vlm.policies.codec import render
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message
+from agents.vlm.rollout.env_pool import env_kwargs_argument
+from agents.vlm.workbench.demos import (
     META_FILE,
     DemoCollator,
     add_arguments,
@@ -24,7 +26,6 @@ from agents.vlm.demos import (
     run,
     write_demos,
 )
-from agents.vlm.env_pool import env_kwargs_argument
 from tests.conftest import ENV_IDS
 
 EPISODES = 2
@@ -131,8 +132,8 @@ def _sft_step(path: Path, processor: Any, dataset: Any, collator: Any, out: Path
 
 @pytest.mark.parametrize("tools_in_template", [True, False], ids=["template-tools", "prompt-tools"])
 def test_one_trl_sft_step_on_demos(tools_in_template: bool, tmp_path: Path) -> None:
-    from agents.vlm.hf import load_processor
-    from agents.vlm.tiny import build_tiny_vlm
+    from agents.vlm.policies.hf import load_processor
+    from agents.vlm.policies.tiny import build_tiny_vlm
 
     path = build_tiny_vlm(seed=0).save_pretrained(tmp_path / "tiny")
     processor = load_processor(path)  # AutoProcessor falls back to the bare tokenizer for the tiny processor

@@ -8,10 +8,10 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from agents.vlm.agent import VlmAgent, load_policy
-from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import Sampling
-from agents.vlm.serve import PolicyServer
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.policy import Sampling
+from agents.vlm.serving.server import PolicyServer
+from agents.vlm.workbench.agent import VlmAgent, load_policy
 from benchmarks.run_baselines import AGENTS, EnvConfig, run_cell
 from tests.conftest import ENV_IDS
 from visrl_envs.cli import main
@@ -50,7 +50,7 @@ def test_greedy_http_and_in_process_first_turns_agree(policy: HFPolicy) -> None:
     """The same greedy policy answers a first turn alike here and behind the server. (Later turns may
     differ: over HTTP the history goes back as text and is re-tokenised, which is why training
     rollouts use the token-level policy.)"""
-    from agents.vlm.evaluate import evaluate
+    from agents.vlm.workbench.evaluate import evaluate
 
     sampling = Sampling(0, max_new_tokens=12)
     _, local = evaluate(policy, "visrl/Jigsaw-v1", 3, sampling=sampling, max_turns=1)
@@ -95,7 +95,7 @@ def test_bad_eval_arguments_get_one_line(argv: list[str], message: str, capsys: 
 
 def test_demos_and_view_are_reachable_from_the_visrl_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demos", "--env", "visrl/JigsawPair-v1", "--episodes", "2", "--out", str(tmp_path / "demos")]) == 0
-    from agents.vlm.demos import load_demos
+    from agents.vlm.workbench.demos import load_demos
 
     assert len(load_demos(tmp_path / "demos")) == 2
     argv = ["eval", "--env", "visrl/JigsawPair-v1", "--policy", "tiny", "--episodes", "1", "--max-new-tokens", "8"]

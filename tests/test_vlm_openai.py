@@ -21,9 +21,8 @@ import openai
 import pytest
 from PIL import Image
 
-from agents.vlm.chat import ChatFormatter, assistant_message
-from agents.vlm.hf import HFPolicy
-from agents.vlm.openai_policy import (
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.openai_policy import (
     OpenAIPolicy,
     PolicyError,
     image_data_url,
@@ -31,8 +30,9 @@ from agents.vlm.openai_policy import (
     parse_openai_spec,
     reply_of,
 )
-from agents.vlm.policy import ChatRequest, Reply, Sampling
-from agents.vlm.serve import ApiError, Limits, PolicyServer, parse_messages
+from agents.vlm.policies.policy import ChatRequest, Reply, Sampling
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message
+from agents.vlm.serving.server import ApiError, Limits, PolicyServer, parse_messages
 from visrl_envs.core.tools import tool_call_text
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import Sampling, TokenPrompt
-from agents.vlm.prefix_cache import (
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.policy import Sampling, TokenPrompt
+from agents.vlm.policies.prefix_cache import (
     CachedSequence,
     PrefixCache,
     block_hashes,
@@ -260,7 +260,7 @@ def test_a_tiny_qwen3_vl_generates_and_rescores_through_the_cache() -> None:
 
 
 def test_a_qwen3_vl_directory_loads_like_a_users_model(tmp_path: Any) -> None:
-    from agents.vlm.tiny import build_tiny_vlm
+    from agents.vlm.policies.tiny import build_tiny_vlm
 
     build_tiny_vlm(architecture="qwen3_vl").save_pretrained(tmp_path)
     policy = HFPolicy.from_pretrained(tmp_path)
@@ -272,7 +272,7 @@ def test_a_qwen3_vl_directory_loads_like_a_users_model(tmp_path: Any) -> None:
 def test_buffers_grow_past_their_first_room(monkeypatch: pytest.MonkeyPatch) -> None:
     """A turn longer than the buffers' first room (shrunk to 3 tokens here) grows them and still
     equals a full prefill."""
-    from agents.vlm import prefix_cache
+    from agents.vlm.policies import prefix_cache
 
     monkeypatch.setattr(prefix_cache, "ROOM", 3)
     cached, plain = HFPolicy.tiny(seed=4), HFPolicy.tiny(seed=4, prefix_cache_bytes=0)
@@ -288,7 +288,7 @@ def test_visrl_serve_sizes_the_cache_and_refuses_a_negative_size() -> None:
     import subprocess
     import sys
 
-    from agents.vlm.serve import load_policy
+    from agents.vlm.serving.server import load_policy
 
     assert load_policy("tiny", 0).prefix_cache is None  # type: ignore[attr-defined]
     assert load_policy("tiny", 0.5).prefix_cache.max_bytes == 2**29  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Generation on a separate server with weights pushed from the trainer (agents/vlm/remote.py).
+"""Generation on a separate server with weights pushed from the trainer (agents/vlm/serving/client.py).
 
 A real :class:`PolicyServer` on 127.0.0.1 serves a tiny model whose weights differ from the
 trainer's (another seed) until the trainer pushes its own: the trainer's ``logprob_gap`` shows
@@ -19,12 +19,12 @@ import torch
 
 from agents.vlm.grpo.config import LoraSpec, TrainConfig
 from agents.vlm.grpo.trainer import GRPOTrainer, completion_logprobs
-from agents.vlm.hf import HFPolicy
-from agents.vlm.openai_policy import PolicyError, image_data_url
-from agents.vlm.policy import Sampling, TokenPrompt
-from agents.vlm.remote import GENERATE_ROUTE, WEIGHTS_ROUTE, RemotePolicy
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.openai_policy import PolicyError, image_data_url
+from agents.vlm.policies.policy import Sampling, TokenPrompt
 from agents.vlm.rollout import collect
-from agents.vlm.serve import Limits, PolicyServer
+from agents.vlm.serving.client import GENERATE_ROUTE, WEIGHTS_ROUTE, RemotePolicy
+from agents.vlm.serving.server import Limits, PolicyServer
 from tests.test_grpo_trainer import FAST
 
 ENV = ("visrl/ShapeColor-v0", {"size": 56, "max_attempts": 1})
@@ -53,8 +53,8 @@ def _post(url: str, data: bytes, content_type: str = "application/json") -> tupl
 
 
 def _first_prompt(policy: HFPolicy) -> TokenPrompt:
-    from agents.vlm.chat import ChatFormatter
-    from agents.vlm.env_pool import make_text_env
+    from agents.vlm.rollout.chat import ChatFormatter
+    from agents.vlm.rollout.env_pool import make_text_env
 
     env = make_text_env(*ENV)
     obs, info = env.reset(seed=3)

@@ -13,12 +13,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.vlm.chat import ChatFormatter, assistant_message, images_of, render
-from agents.vlm.env_pool import InlineEnvs, make_text_env
-from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt
+from agents.vlm.policies.codec import render
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt
 from agents.vlm.rollout import RolloutStats, collect
-from agents.vlm.trajectory import Trajectory
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message, images_of
+from agents.vlm.rollout.env_pool import InlineEnvs, make_text_env
+from agents.vlm.rollout.trajectory import Trajectory
 
 SMALL = {"visrl/Jigsaw-v1": {"size": 84}, "visrl/SvgRender-v1": {"size": 64}}
 

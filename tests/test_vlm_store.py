@@ -1,4 +1,4 @@
-"""Saving, loading, printing and viewing trajectories (agents/vlm/store.py, agents/vlm/viewer.py)."""
+"""Saving, loading, printing and viewing trajectories (agents/vlm/workbench/store.py, agents/vlm/workbench/viewer.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import visrl_envs  # noqa: F401
-from agents.vlm.store import StoreError, load_meta, load_trajectories, save_trajectories, transcript, turns
-from agents.vlm.tiny import build_tokenizer
-from agents.vlm.trajectory import Step, Trajectory
-from agents.vlm.viewer import add_arguments, highlight, run, write_viewer
+from agents.vlm.policies.tiny import build_tokenizer
+from agents.vlm.rollout.trajectory import Step, Trajectory
+from agents.vlm.workbench.store import StoreError, load_meta, load_trajectories, save_trajectories, transcript, turns
+from agents.vlm.workbench.viewer import add_arguments, highlight, run, write_viewer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

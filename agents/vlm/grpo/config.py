@@ -50,7 +50,7 @@ class TrainConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     env_runner: str = "inline"  #: inline | vector | ray
-    #: generate on this server (``visrl serve --model SAME --allow-weight-updates``, agents/vlm/remote.py) instead of
+    #: generate on this server (``visrl serve --model SAME --allow-weight-updates``, agents/vlm/serving/) instead of
     #: in-process; the trainable weights are pushed to it after every update. None: in-process ``generate``
     generation_server: str | None = None
     generation_server_api_key: str | None = None
@@ -74,7 +74,7 @@ class TrainConfig:
     importance_sampling_clip_max: float | None = 3.0  #: upper bound (truncate: clip; mask: zero above)
     importance_sampling_clip_min: float | None = None  #: lower bound, None: open
     micro_batch: int = 8  #: trajectories per forward/backward (gradient accumulation inside a step)
-    #: GiB for the rollout's key/value states kept between turns (agents/vlm/prefix_cache.py), so that a turn
+    #: GiB for the rollout's key/value states kept between turns (agents/vlm/policies/prefix_cache.py), so that a turn
     #: encodes only what is new; about (trajectories x tokens x the model's KV bytes per token) keeps them all; 0: off
     prefix_cache_gb: float = 1.0
     gradient_checkpointing: bool = False

@@ -2,7 +2,7 @@
 
 Shapes: ``B`` sequences (trajectories), ``T`` completion positions. A trajectory's completion side interleaves
 model tokens (mask 1) with env tokens (mask 0), right-padded to ``T`` (padding: mask 0); see
-:mod:`agents.vlm.trajectory`. Log-probabilities come from :func:`agents.vlm.logprobs.gather_logprobs`.
+:mod:`agents.vlm.rollout.trajectory`. Log-probabilities come from :func:`agents.vlm.policies.logprobs.gather_logprobs`.
 
 What is computed (TRL 1.16 ``GRPOTrainer``, checked against its source):
 

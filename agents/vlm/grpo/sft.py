@@ -38,12 +38,12 @@ def sft_warm_start(model: str | Path, demos: str | Path, output_dir: str | Path,
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from agents.vlm.demos import DemoCollator, load_demos
-    from agents.vlm.hf import load_processor
+    from agents.vlm.policies.hf import load_processor
+    from agents.vlm.workbench.demos import DemoCollator, load_demos
 
     output_dir = Path(output_dir)
     if str(model) == "tiny":
-        from agents.vlm.tiny import build_tiny_vlm
+        from agents.vlm.policies.tiny import build_tiny_vlm
 
         model = build_tiny_vlm(seed=settings.seed).save_pretrained(output_dir / "initial")
     model = Path(model)

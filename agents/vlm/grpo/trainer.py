@@ -43,11 +43,11 @@ from agents.vlm.grpo.loss import (
     state_key,
     step_advantages,
 )
-from agents.vlm.hf import HFPolicy
-from agents.vlm.logprobs import gather_logprobs
-from agents.vlm.policy import Sampling
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.logprobs import gather_logprobs
+from agents.vlm.policies.policy import Sampling
 from agents.vlm.rollout import RolloutStats, collect
-from agents.vlm.trajectory import Trajectory
+from agents.vlm.rollout.trajectory import Trajectory
 
 STATE_FILE = "trainer_state.json"
 
@@ -215,10 +215,10 @@ class GRPOTrainer:
         return reference
 
     def _generation_client(self) -> Any:
-        """A :class:`~agents.vlm.remote.RemotePolicy` on ``generation_server`` (None: generate in-process)."""
+        """A :class:`~agents.vlm.serving.client.RemotePolicy` on ``generation_server`` (None: generate in-process)."""
         if self.config.generation_server is None:
             return None
-        from agents.vlm.remote import RemotePolicy
+        from agents.vlm.serving.client import RemotePolicy
 
         return RemotePolicy(
             self.config.generation_server, self.policy.processor, api_key=self.config.generation_server_api_key
@@ -457,7 +457,7 @@ class GRPOTrainer:
 
     def evaluate(self, episodes: int | None = None) -> float:
         """Mean greedy score on the test split (the benchmark runner's seeds)."""
-        from agents.vlm.evaluate import evaluate
+        from agents.vlm.workbench.evaluate import evaluate
 
         c = self.config
         row, _ = evaluate(

@@ -20,7 +20,7 @@ Three pieces, used together::
 - :data:`visrl_rollout_func` (:class:`VisrlRollout`): TRL 1.16 calls ``rollout_func(prompts, trainer)`` with the prompts of
   this process's generation batch (already repeated per generation) and wants one completion per
   prompt. It resets one env slot per prompt with the prompt's seed and runs
-  :func:`agents.vlm.rollout.collect` with an :class:`~agents.vlm.hf.HFPolicy` around the model being
+  :func:`agents.vlm.rollout.collect` with an :class:`~agents.vlm.policies.hf.HFPolicy` around the model being
   trained, so the ids are token-exact; model turns, env turns and the mask come back as
   ``prompt_ids``, ``completion_ids``, ``logprobs`` and ``env_mask`` (TRL's name for the mask of
   non-model tokens: 0 keeps env tokens out of the loss). Env outcomes come back as extra fields
@@ -41,12 +41,12 @@ What TRL 1.16 cannot do (each is checked, with an error that says so):
   passing ``tools`` starts TRL's own tool loop (which ignores ``env_mask``), so the env's tools are
   written into the prompt text (``ChatFormatter(tools_in_template=False)``).
 - **vLLM generation**, ``min_p``, ``repetition_penalty`` and ``generation_kwargs``: generation is
-  the in-process transformers model through :class:`~agents.vlm.hf.HFPolicy`.
+  the in-process transformers model through :class:`~agents.vlm.policies.hf.HFPolicy`.
 
 The prompt ids must be the ids TRL scores the prompt's pixels against: every call checks that our
 ids equal TRL's rendering of the same prompt and that the env showed the dataset's images.
 Log-probabilities are those of our sampling distribution (vision special tokens removed, see
-:mod:`agents.vlm.hf`); TRL recomputes its own and, without vLLM, uses ours only for the optional
+:mod:`agents.vlm.policies.hf`); TRL recomputes its own and, without vLLM, uses ours only for the optional
 off-policy mask.
 """
 
@@ -58,12 +58,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from agents.vlm.chat import ChatFormatter
-from agents.vlm.env_pool import EnvPool, StepResult, make_text_env
-from agents.vlm.hf import HFPolicy
-from agents.vlm.policy import Message, Sampling
+from agents.vlm.policies.hf import HFPolicy
+from agents.vlm.policies.policy import Message, Sampling
 from agents.vlm.rollout import ENV_RUNNERS, RolloutStats, collect, json_safe, make_pool
-from agents.vlm.trajectory import Trajectory
+from agents.vlm.rollout.chat import ChatFormatter
+from agents.vlm.rollout.env_pool import EnvPool, StepResult, make_text_env
+from agents.vlm.rollout.trajectory import Trajectory
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.policy import Message, TokenPrompt
+from agents.vlm.policies.policy import Message, TokenPrompt
 
 _PROBE_USER = "X"
 _PROBE_REPLY = "Y"
@@ -111,7 +111,7 @@ class _LRU:
 
 
 class ProcessorCodec:
-    """A :class:`~agents.vlm.policy.ChatCodec` over a transformers processor (tokenizer + image processor).
+    """A :class:`~agents.vlm.policies.policy.ChatCodec` over a transformers processor (tokenizer + image processor).
 
     Image placeholders are expanded by the processor, so ids hold as many image-pad tokens as the
     model consumes; the images are kept beside the ids (:class:`TokenPrompt`). ``cache``: how many

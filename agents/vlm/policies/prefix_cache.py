@@ -19,7 +19,7 @@ cache buffers allocated once per call.
 Layout of a batch: each row's cached prefix is right-aligned in the cache columns and its new chunk
 right-aligned in the chunk columns, so a row may have a hole (attention mask 0) between the two;
 positions are explicit, so holes shift nothing. Token log-probabilities are those of
-:func:`agents.vlm.logprobs.gather_logprobs`, and a re-scoring of the full sequence reproduces them (the
+:func:`agents.vlm.policies.logprobs.gather_logprobs`, and a re-scoring of the full sequence reproduces them (the
 replay tests in tests/test_vlm_rollout.py hold the cached path to 1e-4).
 
 The cache is emptied whenever the model's weights change (an optimizer step, ``load_state_dict``),
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.codec import image_key
-from agents.vlm.logprobs import gather_logprobs
-from agents.vlm.policy import Completion, Sampling, TokenPrompt
+from agents.vlm.policies.codec import image_key
+from agents.vlm.policies.logprobs import gather_logprobs
+from agents.vlm.policies.policy import Completion, Sampling, TokenPrompt
 
 #: Model types whose forward takes explicit multimodal rotary positions and a chunk's own images.
 CACHED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -313,7 +313,7 @@ def _buffer_layer_type() -> type:
 def cached_generate(
     policy: Any, cache: PrefixCache, prompts: Sequence[TokenPrompt], sampling: Sampling
 ) -> list[Completion]:
-    """:meth:`agents.vlm.hf.HFPolicy.generate` through ``cache`` (see the module doc)."""
+    """:meth:`agents.vlm.policies.hf.HFPolicy.generate` through ``cache`` (see the module doc)."""
     import torch
 
     fingerprint = weights_fingerprint(policy.model)

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat-completions server for any :class:`~agents.vlm.policy.ChatPolicy`.
+"""An OpenAI-compatible chat-completions server for any :class:`~agents.vlm.policies.policy.ChatPolicy`.
 
 Serve a local model (the in-process transformers policy, or the tiny test model) without vLLM::
 
@@ -20,7 +20,7 @@ What the completions endpoint takes (anything else in the body is ignored):
   when false (true is a 400), ``tool_choice``, penalties and ``response_format``.
 
 Images must be ``data:`` URLs (base64 PNG, JPEG, WebP, GIF or BMP): the server never fetches a URL.
-Log-probabilities are those the policy reports (see :mod:`agents.vlm.policy`); non-finite values are
+Log-probabilities are those the policy reports (see :mod:`agents.vlm.policies.policy`); non-finite values are
 sent as -9999.0, as vLLM does. The choice's ``content`` is the policy's text: tool calls stay in it as
 ``<tool_call>`` text (no ``tool_calls`` parsing).
 
@@ -49,8 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Reply, Sampling, TokenPolicy
-from agents.vlm.protocol import (
+from agents.vlm.policies.policy import ChatPolicy, ChatRequest, Message, Reply, Sampling, TokenPolicy
+from agents.vlm.serving.protocol import (
     GENERATE_ROUTE,
     WEIGHTS_ROUTE,
     ApiError,
@@ -542,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(ApiError(500, f"internal error: {type(err).__name__}", type="server_error", code="internal_error"))
 
     def _token_route(self, app: PolicyServer) -> None:
-        """The token-level routes of :mod:`agents.vlm.protocol` (generation on exact ids, weight updates)."""
+        """The token-level routes of :mod:`agents.vlm.serving.protocol` (generation on exact ids, weight updates)."""
         path = self._path()
         try:
             if not self._authorized():
@@ -654,7 +654,7 @@ class PolicyServer:
     ``batch_window`` seconds gather concurrent requests into one ``policy.reply`` call of at most
     about ``max_batch`` conversations. The server does not close the policy.
 
-    A token-level policy (transformers) is also served on the routes of :mod:`agents.vlm.protocol`:
+    A token-level policy (transformers) is also served on the routes of :mod:`agents.vlm.serving.protocol`:
     generation on exact ids, and with ``allow_weight_updates`` (off by default: whoever can post
     weights controls the model) weight updates from a trainer.
 
@@ -801,7 +801,7 @@ def _non_negative(text: str) -> float:
 
 def load_policy(model: str, prefix_cache_gb: float = 1.0) -> ChatPolicy:
     """The transformers policy of ``model`` (a local directory, or ``"tiny"``)."""
-    from agents.vlm.hf import HFPolicy
+    from agents.vlm.policies.hf import HFPolicy
 
     cache = int(prefix_cache_gb * 2**30)
     policy: ChatPolicy = (

@@ -1,6 +1,6 @@
 """The wire protocol of ``visrl serve``: what its server and its clients share.
 
-:mod:`agents.vlm.serve` answers these requests and :class:`~agents.vlm.remote.RemotePolicy` sends
+:mod:`agents.vlm.serving.server` answers these requests and :class:`~agents.vlm.serving.client.RemotePolicy` sends
 the token-level ones; both import this module and nothing of each other. Here: the route
 names, the bounds of a request (:class:`Limits`), the OpenAI-style error (:class:`ApiError`), the
 decoding of ``data:`` image URLs, and the bodies of the two token-level routes:
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.policy import Completion, Sampling, TokenPrompt
+from agents.vlm.policies.policy import Completion, Sampling, TokenPrompt
 
 GENERATE_ROUTE = "/visrl/v1/generate"
 WEIGHTS_ROUTE = "/visrl/v1/weights"

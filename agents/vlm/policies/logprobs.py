@@ -1,7 +1,7 @@
 """Token log-probabilities under the sampling distribution, shared by the policy and the trainer.
 
-One function, so that what a policy records while generating (:mod:`agents.vlm.hf`,
-:mod:`agents.vlm.prefix_cache`) and what the trainer recomputes (:mod:`agents.vlm.grpo.trainer`) are
+One function, so that what a policy records while generating (:mod:`agents.vlm.policies.hf`,
+:mod:`agents.vlm.policies.prefix_cache`) and what the trainer recomputes (:mod:`agents.vlm.grpo.trainer`) are
 the same numbers: the first importance ratio of an update is 1 up to float noise.
 """
 

@@ -2,12 +2,12 @@
 
 ``HFPolicy.from_pretrained(path)`` loads the model (bf16 on GPU, fp32 on CPU) and its processor
 without the video processor (it needs torchvision, which this project does not install);
-``HFPolicy.tiny()`` builds the random offline model of :mod:`agents.vlm.tiny`. Both levels of the
+``HFPolicy.tiny()`` builds the random offline model of :mod:`agents.vlm.policies.tiny`. Both levels of the
 policy protocol are here: ``reply`` for evaluation, ``generate`` / ``token_logprobs`` on exact ids
 for RL. Batches are left-padded; the vision special tokens are suppressed in generation, and the
 recorded log-probabilities are those of the distribution sampled from (temperature-scaled logits,
 suppressed tokens removed), computed in fp32 from the same logits ``generate`` sampled with.
-``generate`` keeps the key/value states of what it has seen (:mod:`agents.vlm.prefix_cache`), so
+``generate`` keeps the key/value states of what it has seen (:mod:`agents.vlm.policies.prefix_cache`), so
 the next turn of a conversation, or the G samples of one prompt, encode only what is new.
 
 Supported: models whose processors take ``image_grid_thw`` and mark image tokens in
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.codec import ProcessorCodec, image_key
-from agents.vlm.logprobs import gather_logprobs
-from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
-from agents.vlm.prefix_cache import CACHED_MODEL_TYPES, PrefixCache, cached_generate
-from agents.vlm.tiny import VISION_TOKENS, image_only_processor
+from agents.vlm.policies.codec import ProcessorCodec, image_key
+from agents.vlm.policies.logprobs import gather_logprobs
+from agents.vlm.policies.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
+from agents.vlm.policies.prefix_cache import CACHED_MODEL_TYPES, PrefixCache, cached_generate
+from agents.vlm.policies.tiny import VISION_TOKENS, image_only_processor
 
 #: Model types whose image inputs this backend batches (pixel_values + image_grid_thw).
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -55,12 +55,12 @@ def load_processor(path: str | Path) -> Any:
 
 
 class HFPolicy:
-    """A transformers VLM as a :class:`~agents.vlm.policy.TokenPolicy`.
+    """A transformers VLM as a :class:`~agents.vlm.policies.policy.TokenPolicy`.
 
     ``micro_batch``: sequences per forward in :meth:`token_logprobs` (bounds memory on long prompts).
     ``image_cache``: how many processed images to keep (the same image recurs every turn).
     ``prefix_cache_bytes``: memory for the key/value states of past sequences, so that a turn only
-    encodes what is new (:mod:`agents.vlm.prefix_cache`); 0 generates through ``model.generate``
+    encodes what is new (:mod:`agents.vlm.policies.prefix_cache`); 0 generates through ``model.generate``
     with a full prefill every call."""
 
     def __init__(
@@ -119,8 +119,8 @@ class HFPolicy:
 
     @classmethod
     def tiny(cls, seed: int = 0, architecture: str = "qwen2_5_vl", **kwargs: Any) -> HFPolicy:
-        """The random offline model of :mod:`agents.vlm.tiny` (fp32, CPU), a Qwen2.5-VL or a Qwen3-VL."""
-        from agents.vlm.tiny import build_tiny_vlm
+        """The random offline model of :mod:`agents.vlm.policies.tiny` (fp32, CPU), a Qwen2.5-VL or a Qwen3-VL."""
+        from agents.vlm.policies.tiny import build_tiny_vlm
 
         tiny = build_tiny_vlm(seed=seed, architecture=architecture)
         return cls(tiny.model, tiny.processor, name=kwargs.pop("name", "tiny"), **kwargs)

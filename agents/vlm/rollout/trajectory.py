@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.policy import Message, TokenPrompt
+from agents.vlm.policies.policy import Message, TokenPrompt
 
 #: Why a trajectory ended.
 FINISH_REASONS = ("terminated", "truncated", "turn_limit", "token_limit", "env_error")

@@ -19,8 +19,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.vlm.chat import ChatFormatter, assistant_message
-from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Sampling
+from agents.vlm.policies.policy import ChatPolicy, ChatRequest, Message, Sampling
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message
 
 POLICY_SPECS = "tiny[:SEED] | hf:PATH | openai:MODEL@URL"
 
@@ -29,17 +29,17 @@ def load_policy(spec: str) -> ChatPolicy:
     """The policy named by ``spec`` (see the module doc); ``ValueError`` with the accepted forms otherwise."""
     kind, _, rest = spec.partition(":")
     if kind == "tiny":
-        from agents.vlm.hf import HFPolicy
+        from agents.vlm.policies.hf import HFPolicy
 
         if rest and not rest.isdigit():
             raise ValueError(f"tiny takes an integer seed (tiny:0), got {spec!r}")
         return HFPolicy.tiny(seed=int(rest or 0))
     if kind == "hf" and rest:
-        from agents.vlm.hf import HFPolicy
+        from agents.vlm.policies.hf import HFPolicy
 
         return HFPolicy.from_pretrained(rest)
     if kind == "openai":
-        from agents.vlm.openai_policy import OpenAIPolicy, parse_openai_spec
+        from agents.vlm.policies.openai_policy import OpenAIPolicy, parse_openai_spec
 
         model, url = parse_openai_spec(spec)
         return OpenAIPolicy(model, url)

@@ -1,4 +1,4 @@
-"""Saving, loading and printing recorded trajectories (:class:`~agents.vlm.trajectory.Trajectory`).
+"""Saving, loading and printing recorded trajectories (:class:`~agents.vlm.rollout.trajectory.Trajectory`).
 
 A run directory holds::
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.trajectory import Step, Trajectory
+from agents.vlm.rollout.trajectory import Step, Trajectory
 
 FORMAT = "visrl-trajectories"
 VERSION = 1

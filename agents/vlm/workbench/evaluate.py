@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.vlm.agent import POLICY_SPECS, load_policy
-from agents.vlm.env_pool import env_kwargs_argument
-from agents.vlm.policy import ChatPolicy, Sampling
+from agents.vlm.policies.policy import ChatPolicy, Sampling
 from agents.vlm.rollout import ENV_RUNNERS, collect
-from agents.vlm.trajectory import Trajectory
+from agents.vlm.rollout.env_pool import env_kwargs_argument
+from agents.vlm.rollout.trajectory import Trajectory
+from agents.vlm.workbench.agent import POLICY_SPECS, load_policy
 
 
 @dataclass
@@ -222,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
         policy.close()
     console.print(table(rows))
     if args.out is not None:
-        from agents.vlm.store import save_trajectories
-        from agents.vlm.viewer import write_viewer
+        from agents.vlm.workbench.store import save_trajectories
+        from agents.vlm.workbench.viewer import write_viewer
 
         save_trajectories(runs, args.out, meta={"policy": args.policy, "sampling": asdict(sampling)})
         (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.codec import render as render  # its template text: the codec's (it lived here before)
-from agents.vlm.policy import Message
+from agents.vlm.policies.codec import render as render  # re-exported: agents.vlm.chat.render, its old home
+from agents.vlm.policies.policy import Message
 from visrl_envs.core.prompt import PromptSpec, build_prompt
 
 

@@ -5,11 +5,11 @@ of group ``b`` all reset with ``seeds[b]``: the same task), then alternates one 
 over every live trajectory with one env step per live slot, until each episode ends, its turn
 budget (``max_turns``) or its token budget (``max_total_tokens``) is spent.
 
-With a :class:`~agents.vlm.policy.TokenPolicy` the record is token-exact (see
-:mod:`agents.vlm.trajectory`): the first prompt is tokenised once, model tokens are appended as
+With a :class:`~agents.vlm.policies.policy.TokenPolicy` the record is token-exact (see
+:mod:`agents.vlm.rollout.trajectory`): the first prompt is tokenised once, model tokens are appended as
 generated (mask 1, their log-probabilities), and each env turn is appended as ids built by the
 policy's codec (mask 0), never by re-rendering the conversation. With a plain
-:class:`~agents.vlm.policy.ChatPolicy` (an HTTP server) the conversation is sent as messages each
+:class:`~agents.vlm.policies.policy.ChatPolicy` (an HTTP server) the conversation is sent as messages each
 turn and the trajectory holds the texts and whatever token data the server returned.
 
 An env error (a backend that failed: ``info["env_error"]``) ends the trajectory with
@@ -29,10 +29,10 @@ from typing import Any, cast
 import gymnasium as gym
 import numpy as np
 
-from agents.vlm.chat import ChatFormatter, assistant_message
-from agents.vlm.env_pool import EnvPool, HostedEnvs, InlineEnvs, RayEnvs, VectorEnvs, make_text_env
-from agents.vlm.policy import ChatPolicy, ChatRequest, Message, Sampling, TokenPolicy
-from agents.vlm.trajectory import Step, Trajectory
+from agents.vlm.policies.policy import ChatPolicy, ChatRequest, Message, Sampling, TokenPolicy
+from agents.vlm.rollout.chat import ChatFormatter, assistant_message
+from agents.vlm.rollout.env_pool import EnvPool, HostedEnvs, InlineEnvs, RayEnvs, VectorEnvs, make_text_env
+from agents.vlm.rollout.trajectory import Step, Trajectory
 
 #: How env slots are stepped: in this process, in an AsyncVectorEnv (one subprocess per slot), on a
 #: few AsyncVectorEnv subprocesses hosting several slots each, or on Ray actors.

@@ -1,6 +1,6 @@
-"""A :class:`~agents.vlm.policy.ChatPolicy` backed by any OpenAI-compatible chat-completions server.
+"""A :class:`~agents.vlm.policies.policy.ChatPolicy` backed by any OpenAI-compatible chat-completions server.
 
-vLLM, SGLang, :mod:`agents.vlm.serve` or a hosted API: each conversation of a batch is one request
+vLLM, SGLang, :mod:`agents.vlm.serving.server` or a hosted API: each conversation of a batch is one request
 (at most ``concurrency`` in flight), with images as base64 data URLs and the tool schemas as
 ``tools=``. Token ids come back when the server honours vLLM's ``return_token_ids`` (asked for
 until a server rejects the field), log-probabilities when it honours ``logprobs``. Structured
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from agents.vlm.policy import ChatRequest, Message, Reply, Sampling
+from agents.vlm.policies.policy import ChatRequest, Message, Reply, Sampling
 from visrl_envs.core.tools import tool_call_text
 
 if TYPE_CHECKING:

@@ -2,10 +2,10 @@
 
 RL needs what the OpenAI chat API cannot give: generation that continues *exact* ids (a multi-turn
 history is never re-tokenised) and a way to load the trainer's new weights after each update. A
-:class:`~agents.vlm.serve.PolicyServer` serving a transformers policy has two more routes for that,
-``/visrl/v1/generate`` and ``/visrl/v1/weights`` (their bodies: :mod:`agents.vlm.protocol`).
+:class:`~agents.vlm.serving.server.PolicyServer` serving a transformers policy has two more routes for that,
+``/visrl/v1/generate`` and ``/visrl/v1/weights`` (their bodies: :mod:`agents.vlm.serving.protocol`).
 
-:class:`RemotePolicy` is the client: a :class:`~agents.vlm.policy.TokenPolicy` whose codec runs
+:class:`RemotePolicy` is the client: a :class:`~agents.vlm.policies.policy.TokenPolicy` whose codec runs
 locally (the trainer's own processor, so ids are the trainer's) and whose ``generate`` runs on the
 server. The trainer uses it with ``generation_server: URL`` and pushes its trainable weights after
 every update (:meth:`RemotePolicy.push_weights`); ``logprob_gap`` in its logs shows whether the server
@@ -28,15 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from agents.vlm.openai_policy import PolicyError, image_data_url
-from agents.vlm.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
-from agents.vlm.protocol import GENERATE_ROUTE, WEIGHTS_ROUTE
+from agents.vlm.policies.openai_policy import PolicyError, image_data_url
+from agents.vlm.policies.policy import ChatRequest, Completion, Reply, Sampling, TokenPrompt, reply_by_tokens
+from agents.vlm.serving.protocol import GENERATE_ROUTE, WEIGHTS_ROUTE
 
 # -- the client --------------------------------------------------------------------------------------
 
 
 class RemotePolicy:
-    """A :class:`~agents.vlm.policy.TokenPolicy` generating on a :class:`~agents.vlm.serve.PolicyServer`.
+    """A :class:`~agents.vlm.policies.policy.TokenPolicy` generating on a :class:`~agents.vlm.serving.server.PolicyServer`.
 
     ``url``: the server's base (``http://host:port``, a trailing ``/v1`` is accepted). ``processor``:
     the same processor (tokenizer and chat template) as the served model; the codec runs here.
@@ -46,7 +46,7 @@ class RemotePolicy:
     def __init__(
         self, url: str, processor: Any, *, api_key: str | None = None, timeout: float = 600.0, name: str = "remote"
     ) -> None:
-        from agents.vlm.codec import ProcessorCodec
+        from agents.vlm.policies.codec import ProcessorCodec
 
         base = url.rstrip("/")
         self.url = base[: -len("/v1")] if base.endswith("/v1") else base

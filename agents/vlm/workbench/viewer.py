@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.vlm.store import (
+from agents.vlm.workbench.store import (
     StoreError,
     Turn,
     load_meta,
@@ -188,7 +188,7 @@ def _page(run: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> str
 
 
 def write_viewer(run_dir: str | Path) -> Path:
-    """Write ``index.html`` into a run directory saved by :func:`~agents.vlm.store.save_trajectories`."""
+    """Write ``index.html`` into a run directory saved by :func:`~agents.vlm.workbench.store.save_trajectories`."""
     run = Path(run_dir)
     page = _page(run, load_meta(run), read_records(run))
     path = run / VIEWER

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from agents.scripted.random_agent import RandomAgent
-from agents.vlm.chat import ChatFormatter, Message, assistant_message
-from agents.vlm.env_pool import env_kwargs_argument
+from agents.vlm.rollout.chat import ChatFormatter, Message, assistant_message
+from agents.vlm.rollout.env_pool import env_kwargs_argument
 
 #: The metadata file :func:`write_demos` writes next to the data.
 META_FILE = "visrl_demos.json"
@@ -175,7 +175,7 @@ def _card(meta: dict[str, Any]) -> str:
         train = (
             "The `tools` column is set: train with `DemoCollator`, which renders each row with its tools (TRL 1.16's\n"
             "vision collator renders none, and its trainer drops the column unless `remove_unused_columns=False`):\n\n"
-            "```python\nfrom trl import SFTConfig, SFTTrainer\nfrom agents.vlm.demos import DemoCollator\n"
+            "```python\nfrom trl import SFTConfig, SFTTrainer\nfrom agents.vlm.workbench.demos import DemoCollator\n"
             "trainer = SFTTrainer(model, args=SFTConfig(..., remove_unused_columns=False), train_dataset=ds,\n"
             "                     processing_class=processor, data_collator=DemoCollator(processor))\n```\n"
         )
@@ -197,7 +197,7 @@ configs:
 
 {meta["episodes"]} oracle episodes of `{meta["env_id"]}` (difficulty {meta["difficulty"]}, {split} split, reset seeds
 {first}..{first + meta["episodes"] - 1}): {meta["succeeded"]} succeeded, mean score {meta["mean_score"]:.3f},
-{meta["turns"]} assistant turns, {meta["images"]} images. Written by `visrl demos` (`agents.vlm.demos`) in TRL's
+{meta["turns"]} assistant turns, {meta["images"]} images. Written by `visrl demos` (`agents.vlm.workbench.demos`) in TRL's
 conversational vision-language format, one row per episode.
 
 Columns: `messages` (content parts `{{"type": "image"}}` / `{{"type": "text", "text": ...}}`), `images` (PNG, in the
@@ -205,7 +205,7 @@ order of the image parts), `tools` (JSON of the tool schemas for the chat templa
 `env_id`, `task_seed`, `difficulty`, `split`, `seed`, `total_reward`, `score`, `success`, `turns`, `env_error`.
 
 ```python
-from agents.vlm.demos import load_demos
+from agents.vlm.workbench.demos import load_demos
 ds = load_demos("{out}")
 # or with datasets alone:
 import datasets
@@ -329,7 +329,7 @@ def write_demos(
         "files": shards,
         "out_dir": str(out),
         "load": [
-            f"agents.vlm.demos.load_demos({str(out)!r})",
+            f"agents.vlm.workbench.demos.load_demos({str(out)!r})",
             f"datasets.load_dataset({str(out)!r}, split={split!r})",
         ],
     }
