@@ -1,20 +1,23 @@
 # The two README commands are `make run` and `make test`; both install first.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-APT_PACKAGES := libcairo2 fonts-dejavu-core chromium
+# The extras to install (pip) and whose system packages to apt-get: one table, visrl_envs/sysdeps.py.
+EXTRAS ?= all
+APT_PACKAGES := $(shell $(PYTHON) visrl_envs/sysdeps.py apt $(EXTRAS))
 STAMP := .install.stamp
+comma := ,
 
 .PHONY: install run test test-slow bench bench-vlm bench-grpo learning grpo-learning lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile visrl_envs/sysdeps.py
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	fi
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[all]'
+	$(PIP) install -q -e '.[$(subst $(eval) ,$(comma),$(EXTRAS)),dev]'
 	@touch $(STAMP)
 
 run: install
