@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from visrl_envs.core.backend import BackendHandle, call_with_blame
+from visrl_envs.core.backend import BackendHandle, SharedParent, call_with_blame, shared_parent_running
 from visrl_envs.core.errors import ActionError, BackendCrash, BackendError
 from visrl_envs.core.numeric import box_action, discrete_action, multi_discrete_action, validate_numeric
 
@@ -86,33 +86,164 @@ def test_a_forked_child_starts_its_own_backend() -> None:
     handle.close()
 
 
-def test_shared_backends_are_reference_counted() -> None:
-    a: BackendHandle[Counter] = BackendHandle("browser", Counter, share_key="test-browser")
-    b: BackendHandle[Counter] = BackendHandle("browser", Counter, share_key="test-browser")
-    shared = a.get()
-    assert b.get() is shared and len(Counter.made) == 1
+class Browser:
+    """A shared parent: a stand-in for one Chromium per process (module level: factories pickle)."""
+
+    launched: list[Browser] = []  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.dead = False
+        Browser.launched.append(self)
+
+    def kill(self) -> None:
+        self.dead = True
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class Context:
+    """A child of a Browser: dies with it; knows whether it was killed or told to hang."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.closed = 0
+        self.dead = False
+        self.hanging = False
+
+    def run(self, text: str) -> str:
+        if self.dead or self.browser.dead:
+            raise BackendCrash("target closed", "browser", scope="parent" if self.browser.dead else "backend")
+        if self.hanging:
+            raise BackendCrash("timed out after 30 s", "browser")
+        return text.upper()
+
+    def kill(self) -> None:
+        self.dead = True
+
+    def hang(self) -> None:
+        self.hanging = True
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def browser_handle(key: str, **kwargs: object) -> BackendHandle[Context]:
+    return BackendHandle("browser", Context, parent=SharedParent(key, Browser), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _forget_browsers() -> None:
+    Browser.launched.clear()
+
+
+def test_children_share_one_parent_closed_with_the_last() -> None:
+    a, b = browser_handle("test-refs"), browser_handle("test-refs")
+    ctx_a, ctx_b = a.get(), b.get()
+    assert ctx_a is not ctx_b and ctx_a.browser is ctx_b.browser and len(Browser.launched) == 1
+    assert shared_parent_running("test-refs")
     a.close()
-    assert shared.closed == 0 and b.get() is shared
+    assert ctx_a.closed == 1 and ctx_a.browser.closed == 0 and b.get() is ctx_b
     b.close()
-    assert shared.closed == 1
-    c: BackendHandle[Counter] = BackendHandle("browser", Counter, share_key="test-browser")
-    assert c.get() is not shared
+    assert ctx_b.closed == 1 and ctx_b.browser.closed == 1 and not shared_parent_running("test-refs")
+    c = browser_handle("test-refs")
+    assert c.get().browser is not ctx_a.browser
     c.close()
 
 
-def test_discarding_a_shared_backend_restarts_it_for_everyone() -> None:
-    a: BackendHandle[Counter] = BackendHandle("browser", Counter, share_key="test-discard")
-    b: BackendHandle[Counter] = BackendHandle("browser", Counter, share_key="test-discard")
-    old = a.get()
-    assert b.get() is old
+def test_discarding_a_child_leaves_siblings_and_the_parent_alone() -> None:
+    a, b = browser_handle("test-child"), browser_handle("test-child")
+    old_a, ctx_b = a.get(), b.get()
     a.discard()
-    assert old.closed == 1
-    new = b.get()
-    assert new is not old and a.get() is new
+    assert old_a.closed == 1 and ctx_b.closed == 0 and ctx_b.browser.closed == 0
+    new_a = a.get()
+    assert new_a is not old_a and new_a.browser is ctx_b.browser and b.get() is ctx_b
+    assert (a.generation, b.generation) == (2, 1)
     a.close()
-    assert new.closed == 0
     b.close()
-    assert new.closed == 1
+    assert ctx_b.browser.closed == 1
+
+
+def test_discarding_the_parent_rebuilds_every_sibling_on_its_next_use() -> None:
+    rebuilt: list[Context] = []
+    a, b = browser_handle("test-parent"), browser_handle("test-parent", on_acquire=rebuilt.append)
+    old_a, old_b = a.get(), b.get()
+    assert rebuilt == [old_b]
+    a.discard("parent")
+    assert old_a.browser.closed == 1 and not b.active and b.peek() is None
+    new_b = b.get()  # the sibling notices the new parent and rebuilds its child, then restores it
+    assert new_b is not old_b and new_b.browser is not old_b.browser and rebuilt == [old_b, new_b]
+    assert old_b.closed == 1, "the stale child is released"
+    assert a.get().browser is new_b.browser and len(Browser.launched) == 2
+    a.close()
+    b.close()
+    assert new_b.browser.closed == 1
+
+
+def test_blame_discards_what_the_crash_names() -> None:
+    a, b = browser_handle("test-blame"), browser_handle("test-blame")
+    ctx_b = b.get()
+    a.get().browser.kill()  # the browser process died: both contexts are gone
+    assert call_with_blame(a, lambda c: c.run("ok")) == "OK"
+    assert a.get().browser is not ctx_b.browser, "a parent-scope crash restarts the parent"
+    assert b.get() is not ctx_b and call_with_blame(b, lambda c: c.run("x")) == "X"
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("scope", ["backend", "parent"])
+def test_injected_crash_kills_for_real_and_the_retry_recovers(scope: str) -> None:
+    handle = browser_handle(f"test-crash-{scope}")
+    first = handle.get()
+    handle.inject_fault(kind="crash", scope=scope)  # type: ignore[arg-type]
+    assert call_with_blame(handle, lambda c: c.run("ok")) == "OK"
+    assert (first.browser.dead if scope == "parent" else first.dead) and handle.generation == 2
+    handle.close()
+
+
+def test_injected_hang_uses_the_backends_own_hang() -> None:
+    handle = browser_handle("test-hang")
+    handle.get()
+    handle.inject_fault(kind="hang")
+    with pytest.raises(BackendCrash, match="timed out after 30 s"):
+        handle.get().run("x")
+    handle.close()
+
+
+def test_injected_crash_and_hang_without_kill_or_hang_methods() -> None:
+    handle: BackendHandle[Flaky] = BackendHandle("flaky", Flaky)
+    handle.inject_fault(2, kind="crash")
+    with pytest.raises(BackendCrash, match="flaky: injected crash"):
+        handle.get().run("x")
+    assert call_with_blame(handle, lambda b: b.run("y")) == "Y", "the retry gets the real backend"
+    handle.inject_fault(kind="hang")
+    with pytest.raises(BackendCrash, match="did not answer within its timeout"):
+        handle.get().run("z")
+    assert handle.get().run("z") == "Z" and handle.pending_faults == 0
+    with pytest.raises(ValueError, match="fault kind"):
+        handle.inject_fault(kind="melt")  # type: ignore[arg-type]
+    handle.close()
+
+
+def test_kill_leaves_the_dead_backend_in_place() -> None:
+    handle = browser_handle("test-kill")
+    assert handle.kill() is False, "nothing runs yet"
+    ctx = handle.get()
+    assert handle.kill() is True and ctx.dead and handle.get() is ctx
+    with pytest.raises(BackendCrash):
+        ctx.run("x")
+    handle.close()
+
+
+def test_pickling_keeps_parent_and_on_acquire_but_no_backend() -> None:
+    handle = browser_handle("test-pickle", on_acquire=functools.partial(print, end=""))
+    handle.get()
+    clone = pickle.loads(pickle.dumps(handle))
+    assert clone.parent == handle.parent and clone.on_acquire is not None and not clone.active
+    assert clone.generation == 0 and clone.get().browser is handle.get().browser, "one parent per process"
+    clone.close()
+    handle.close()
 
 
 def test_injected_faults_and_factory_failures_are_backend_errors() -> None:

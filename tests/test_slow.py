@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.helpers import malformed_actions, trajectory_digest
 from visrl_envs.registry import REGISTRY
+from visrl_envs.testing import CHECKS, EnvUnderTest, malformed_text_actions, trajectory_digest
 
 pytestmark = pytest.mark.slow
 IDS = [e.id for e in REGISTRY]
+CHECKS_BY_NAME = {c.name: c for c in CHECKS}
 
 
 @pytest.mark.parametrize("env_id", IDS)
 @pytest.mark.parametrize("difficulty", [0, 1, 2, 3])
 def test_long_trajectories_are_deterministic_at_every_difficulty(env_id: str, difficulty: int) -> None:
-    for mode in ("text", "numeric"):
-        code = f"from tests.helpers import trajectory_digest;print(trajectory_digest({env_id!r}, {mode!r}, 3, 200))"
-        root = Path(__file__).resolve().parents[1]
-        here = trajectory_digest(env_id, mode, 3, 200)
-        assert here == trajectory_digest(env_id, mode, 3, 200)
-        if difficulty == 0:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
-            assert out.stdout.strip() == here
+    subject = EnvUnderTest.of(env_id, kwargs={"difficulty": difficulty})
+    for mode in subject.interfaces:
+        here = trajectory_digest(subject, mode, 3, 200)
+        assert here == trajectory_digest(subject, mode, 3, 200)
+    if difficulty == 0:
+        CHECKS_BY_NAME["determinism_across_processes"].run(subject, subject.interfaces[0])
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -35,9 +30,10 @@ def test_long_trajectories_are_deterministic_at_every_difficulty(env_id: str, di
 def test_malformed_actions_at_every_difficulty(env_id: str, difficulty: int) -> None:
     env = gym.make(env_id, difficulty=difficulty)
     env.reset(seed=difficulty)
-    for action in malformed_actions(200, seed=difficulty):
-        _, _, terminated, truncated, info = env.step(action)
-        assert info["action_error"] and info["env_error"] is None
+    for hostile in malformed_text_actions(env.unwrapped.tools, 200, seed=difficulty):
+        _, _, terminated, truncated, info = env.step(hostile.text)
+        assert info["env_error"] is None
+        assert info["action_error"] or not hostile.must_fail, hostile.text[:80]
         if terminated or truncated:
             env.reset()
     env.close()

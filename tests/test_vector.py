@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.helpers import digest
 from visrl_envs.core.errors import BackendCrash
 from visrl_envs.core.vector import BatchedVectorEnv
 from visrl_envs.registry import REGISTRY
+from visrl_envs.testing import digest
 
 BATCHED_IDS = [e.id for e in REGISTRY if e.vector_entry_point]
 

@@ -10,6 +10,12 @@ owns the rest, the same for every such family:
 - the quality-gain reward with its terms, ``reward_fn`` (add or replace), the validity gate (an
   unrenderable program is the agent's error and leaves the picture as it was), per-term metrics in
   ``info["metrics"]``;
+- the frame: a square (``size=256``) or any (width, height) (``size=(1280, 720)``: HTML pages are
+  not square); user raster targets are letterboxed into it;
+- renderer extras: a renderer may return :class:`Rendered` (the image plus facts about it, e.g. the
+  visible text of a page or the compiler's first warning); the family turns them into extra quality
+  terms (:meth:`RenderFeedbackEnv._extra_quality`, which appear in ``reward_terms``) and feedback
+  text, and they are in ``info["render_extras"]``;
 - the observation: the target first, then each turn's render (``show_target="every_turn"`` repeats
   the target beside each render, for agents whose context keeps few images);
 - blame: a program that crashes the renderer on a fresh backend too is the agent's error; a
@@ -22,7 +28,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -32,10 +39,10 @@ from gymnasium import spaces
 from visrl_envs.core import checks
 from visrl_envs.core.backend import BackendHandle, call_with_blame
 from visrl_envs.core.base import Outcome, PendingStep, VisualEnv
-from visrl_envs.core.errors import ActionError, BackendCrash, BackendError
+from visrl_envs.core.errors import ActionError, BackendCrash, BackendError, EnvContractError
 from visrl_envs.core.files import PathList, collect_files
 from visrl_envs.core.imagery import IMAGE_SUFFIXES, check_user_images, load_image
-from visrl_envs.core.images import fit_square, side_by_side
+from visrl_envs.core.images import fit_frame, side_by_side
 from visrl_envs.core.rewards import METRIC_SIZE, SimilarityWeights, TargetSimilarity, length_score
 from visrl_envs.core.tools import Answer
 
@@ -43,6 +50,8 @@ from visrl_envs.core.tools import Answer
 PANEL_GAP = 4
 
 RewardFn = Callable[[np.ndarray, np.ndarray], float]
+#: (width, height) of a renderer's output, px.
+Frame = tuple[int, int]
 
 
 class ProgramError(ActionError):
@@ -71,20 +80,41 @@ def _similarity_weights(weights: Any) -> SimilarityWeights:
     return weights
 
 
-class Renderer(Protocol):
-    """Turns programs into uint8 ``(size, size, 3)`` images on an opaque background.
+@dataclass(frozen=True)
+class Rendered:
+    """A render with facts about it beside the image (the visible text of a page, a compiler's log
+    line): what a :class:`Renderer` returns when it has more to say than pixels."""
 
-    ``render`` raises :class:`ProgramError` when the program is at fault, :class:`BackendCrash`
-    when the renderer died or hung on it, and :class:`BackendError` when it cannot run at all.
-    ``render_batch`` returns, per program, the image or the exception ``render`` would raise; it
-    may raise :class:`BackendError` for the whole batch.
+    image: np.ndarray
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Renderer(Protocol):
+    """Turns programs into uint8 ``(height, width, 3)`` images on an opaque background, for a
+    ``frame`` of ``(width, height)`` px.
+
+    ``render`` returns the image (or a :class:`Rendered` with extras); it raises
+    :class:`ProgramError` when the program is at fault, :class:`BackendCrash` when the renderer died
+    or hung on it, and :class:`BackendError` when it cannot run at all. ``render_batch`` returns,
+    per program, what ``render`` would return or the exception it would raise; it may raise
+    :class:`BackendError` for the whole batch.
     """
 
-    def render(self, program: str, size: int) -> np.ndarray: ...
+    def render(self, program: str, frame: Frame) -> np.ndarray | Rendered: ...
 
-    def render_batch(self, programs: Sequence[str], size: int) -> list[np.ndarray | Exception]: ...
+    def render_batch(self, programs: Sequence[str], frame: Frame) -> list[np.ndarray | Rendered | Exception]: ...
 
     def close(self) -> None: ...
+
+
+def _frame_argument(name: str, value: Any) -> Frame:
+    """``(width, height)`` from a side (a square) or a pair, each side checked like ``image_side``."""
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return checks.image_side(f"{name}[0] (width)", value[0]), checks.image_side(f"{name}[1] (height)", value[1])
+    if isinstance(value, tuple | list):
+        raise ValueError(f"{name} is a side in px or (width, height), got {value!r}")
+    side = checks.image_side(name, value)
+    return side, side
 
 
 class RenderFeedbackEnv(VisualEnv):
@@ -93,7 +123,11 @@ class RenderFeedbackEnv(VisualEnv):
     Family hooks: :meth:`_renderer_factory`, :meth:`_generate_target`, :meth:`_find_program`,
     :meth:`_empty_program`, the numeric canvas (:meth:`_numeric_space`, :meth:`_clear_canvas`,
     :meth:`_draw_numeric`), :meth:`oracle_numeric`; optionally ``code_suffixes`` (user target files
-    in the family's language) and :meth:`_raster_oracle_program`.
+    in the family's language), :meth:`_raster_oracle_program`, :meth:`_extra_quality` and
+    :meth:`_extras_feedback` (renderer extras as reward terms and text).
+
+    ``size`` is a side (a square frame) or ``(width, height)``; ``self.frame_size`` is always
+    ``(width, height)`` and ``self.size`` what was given (an int for a square).
     """
 
     #: The language the agent writes (prompts, answer format).
@@ -106,7 +140,7 @@ class RenderFeedbackEnv(VisualEnv):
     def __init__(
         self,
         *,
-        size: int | None = None,
+        size: int | tuple[int, int] | None = None,
         max_turns: int = 5,
         targets: PathList | None = None,
         weights: SimilarityWeights | None = None,
@@ -121,7 +155,10 @@ class RenderFeedbackEnv(VisualEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.size = checks.image_side("size", self.default_size[self.action_mode] if size is None else size)
+        self.frame_size: Frame = _frame_argument("size", self.default_size[self.action_mode] if size is None else size)
+        self.width, self.height = self.frame_size
+        #: The frame as given: a side for a square, else (width, height).
+        self.size: Any = self.width if self.width == self.height else self.frame_size
         self.max_turns = checks.integer("max_turns", max_turns, 1, 1000)
         self.weights = _similarity_weights(weights)
         self.length_weight = checks.number("length_weight", length_weight, 0.0, 1.0, open_high=True)
@@ -144,12 +181,14 @@ class RenderFeedbackEnv(VisualEnv):
         self._target_files = self._check_target_files(targets) if targets is not None else None
         self._file_cache: dict[int, tuple[np.ndarray, str | None]] = {}
         self.renderer: BackendHandle[Renderer] = self.add_backend(f"{self.language} renderer", self._renderer_factory())
-        image = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
+        image = spaces.Box(0, 255, (self.height, self.width, 3), dtype=np.uint8)
         numeric_observation = spaces.Dict({"target": image, "canvas": image, **self._numeric_extra_space()})
-        self._set_spaces((self.size, self.size, 3), numeric_observation, self._numeric_space())
+        self._set_spaces((self.height, self.width, 3), numeric_observation, self._numeric_space())
         self.target: np.ndarray | None = None
         self.target_code: str | None = None
-        self.render_image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+        self.render_image = np.full((self.height, self.width, 3), 255, dtype=np.uint8)
+        #: What the renderer said about the current picture besides its pixels (:class:`Rendered`).
+        self.render_extras: dict[str, Any] = {}
         self._code = ""
         self.metrics: dict[str, float] = {}
         self._parts: dict[str, float] = {}
@@ -161,7 +200,7 @@ class RenderFeedbackEnv(VisualEnv):
 
     @abstractmethod
     def _generate_target(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        """A procedural target: its image at ``self.size`` and its program (all randomness from ``rng``)."""
+        """A procedural target: its image at ``self.frame_size`` and its program (all randomness from ``rng``)."""
 
     @abstractmethod
     def _find_program(self, content: str) -> str:
@@ -180,8 +219,9 @@ class RenderFeedbackEnv(VisualEnv):
         """Start the numeric interface's canvas afresh."""
 
     @abstractmethod
-    def _draw_numeric(self, action: Any) -> tuple[np.ndarray, int]:
-        """Draw one validated numeric action; return the canvas image and its program's length."""
+    def _draw_numeric(self, action: Any) -> tuple[np.ndarray | Rendered, int]:
+        """Draw one validated numeric action; return the canvas image (or a :class:`Rendered` with
+        the extras a render of the same program has) and its program's length."""
 
     def _raster_oracle_program(self, image: np.ndarray) -> str:
         """A program approximating a raster target (the oracle's best for targets without code)."""
@@ -197,7 +237,22 @@ class RenderFeedbackEnv(VisualEnv):
 
     def _blank_image(self) -> np.ndarray:
         """What the empty program renders: the floor the score is normalised against (white)."""
-        return np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+        return np.full((self.height, self.width, 3), 255, dtype=np.uint8)
+
+    def _extra_quality(self, image: np.ndarray, extras: Mapping[str, Any]) -> dict[str, float]:
+        """Quality terms of the current picture beyond image similarity, from the renderer's extras
+        (e.g. ``{"text": 0.2 * text_match}`` for a page whose visible text should match). Like the
+        similarity, each term is rewarded by its gain since the last valid picture, under its own
+        name in ``reward_terms`` (names must not be ``similarity``, ``length`` or ``custom``); their
+        weights are the family's. Default none."""
+        return {}
+
+    def _extras_feedback(self, extras: Mapping[str, Any]) -> str:
+        """A sentence about the renderer's extras for the agent's feedback (default none)."""
+        return ""
+
+    def interface_twin_kwargs(self) -> dict[str, Any]:
+        return {"size": self.size}
 
     # -- task ------------------------------------------------------------------------------------
     @property
@@ -211,6 +266,7 @@ class RenderFeedbackEnv(VisualEnv):
             self.target, self.target_code = self._load_target(int(rng.integers(len(self._target_files))))
         self._similarity = TargetSimilarity(self.target, self.weights, self.metric_size)
         self.render_image = self._blank_image()
+        self.render_extras = {}
         blank = self._similarity.terms(self.render_image)
         self._blank_similarity = blank["similarity"]
         self.metrics = {**blank, "blank_similarity": self._blank_similarity, "score": 0.0}
@@ -240,10 +296,12 @@ class RenderFeedbackEnv(VisualEnv):
             if path.suffix.lower() in self.code_suffixes:
                 code = self._read_code_file(path)
                 try:
-                    image = call_with_blame(self.renderer, lambda r: r.render(code, self.size), f"target file {path}")
+                    result = call_with_blame(
+                        self.renderer, lambda r: r.render(code, self.frame_size), f"target file {path}"
+                    )
                 except ActionError as err:
                     raise ValueError(f"target {path} cannot be rendered: {err}") from None
-                self._file_cache[index] = (image, code)
+                self._file_cache[index] = (result.image if isinstance(result, Rendered) else result, code)
             else:
                 self._file_cache[index] = (self._read_raster(path), None)
         return self._file_cache[index]
@@ -274,12 +332,12 @@ class RenderFeedbackEnv(VisualEnv):
 
     def _read_raster(self, path: Path) -> np.ndarray:
         """A raster target, letterboxed on white (transparency composited onto white)."""
-        return fit_square(np.asarray(load_image(path), dtype=np.uint8), self.size)
+        return fit_frame(np.asarray(load_image(path), dtype=np.uint8), self.width, self.height)
 
     def _task_text(self) -> str:
         return (
             f"Write {self.language.upper()} code that reproduces the target image (the first image, "
-            f"{self.size}x{self.size} px). After each try you see the render of your code and its score "
+            f"{self.width}x{self.height} px). After each try you see the render of your code and its score "
             f"(0 = an empty picture, 1 = identical to the target); a score of {self.success_threshold:g} "
             "ends the episode."
         )
@@ -294,8 +352,10 @@ class RenderFeedbackEnv(VisualEnv):
     def _backend_request(self, action: Any) -> str | None:
         return action if isinstance(action, str) else None
 
-    def _run_backend(self, program: str) -> np.ndarray:
-        return call_with_blame(self.renderer, lambda r: r.render(program, self.size), f"your {self.language} code")
+    def _run_backend(self, program: str) -> np.ndarray | Rendered:
+        return call_with_blame(
+            self.renderer, lambda r: r.render(program, self.frame_size), f"your {self.language} code"
+        )
 
     @classmethod
     def run_backend_batch(cls, envs: Sequence[VisualEnv], pendings: Sequence[PendingStep]) -> list[Any]:
@@ -308,10 +368,10 @@ class RenderFeedbackEnv(VisualEnv):
             return results
         lead = envs[todo[0]]
         assert isinstance(lead, RenderFeedbackEnv)
-        if any(getattr(envs[i], "size", None) != lead.size for i in todo):  # no common frame: one by one
+        if any(getattr(envs[i], "frame_size", None) != lead.frame_size for i in todo):  # no common frame: one by one
             return [env.run_backend(p) for env, p in zip(envs, pendings, strict=True)]
         try:
-            images: list[Any] = lead.renderer.get().render_batch([pendings[i].request for i in todo], lead.size)
+            images: list[Any] = lead.renderer.get().render_batch([pendings[i].request for i in todo], lead.frame_size)
         except BackendCrash as err:
             images = [err] * len(todo)
         except BackendError as err:
@@ -323,13 +383,28 @@ class RenderFeedbackEnv(VisualEnv):
         return results
 
     def _apply(self, action: Any, backend_result: Any) -> Outcome:
+        extras: Mapping[str, Any] = {}
         if isinstance(action, str):
             image = backend_result
+            if isinstance(image, Rendered):
+                image, extras = image.image, image.extras
+            if (
+                not isinstance(image, np.ndarray)
+                or image.shape != (self.height, self.width, 3)
+                or image.dtype != np.uint8
+            ):
+                raise EnvContractError(
+                    f"the {self.language} renderer returned {getattr(image, 'dtype', type(image).__name__)} "
+                    f"{getattr(image, 'shape', '')} instead of a uint8 {self.width}x{self.height} RGB image"
+                )
             self._code = action
             code_length = len(action)
         else:
             image, code_length = self._draw_numeric(action)
+            if isinstance(image, Rendered):
+                image, extras = image.image, image.extras
         self.render_image = image
+        self.render_extras = dict(extras)
         terms = self._update_quality(image, code_length)
         success = self._success()
         if self.action_mode == "numeric":  # no text to write on the numeric hot path
@@ -345,7 +420,8 @@ class RenderFeedbackEnv(VisualEnv):
             f"similarity {m['similarity']:.3f}: pixel {m['pixel']:.3f}, SSIM {m['ssim']:.3f}, edge {m['edge']:.3f}."
             + (" Target reached." if success else "")
         )
-        return Outcome(terms, terminated=success, feedback=feedback)
+        said = self._extras_feedback(self.render_extras) if self.render_extras else ""
+        return Outcome(terms, terminated=success, feedback=f"{feedback} {said}" if said else feedback)
 
     def _update_quality(self, image: np.ndarray, code_length: int) -> dict[str, float]:
         """Score ``image``; return the gain of each quality term since the last valid picture."""
@@ -362,6 +438,11 @@ class RenderFeedbackEnv(VisualEnv):
             parts["length"] = w_len * length_score(code_length, len(self.target_code or ""))
         if custom is not None and self.reward_fn_mode == "add":
             parts["custom"] = self.reward_fn_weight * custom
+        extra = self._extra_quality(image, self.render_extras)
+        clash = set(extra) & {"similarity", "length", "custom", "format"}
+        if clash:
+            raise EnvContractError(f"{type(self).__name__}._extra_quality names reserved terms {sorted(clash)}")
+        parts.update({k: float(v) for k, v in extra.items()})
         gains = {k: v - self._parts.get(k, 0.0) for k, v in parts.items()}
         self._parts = parts
         return gains
@@ -396,7 +477,10 @@ class RenderFeedbackEnv(VisualEnv):
         return self._score() >= self.success_threshold
 
     def _extra_info(self) -> dict[str, Any]:
-        return {"metrics": dict(self.metrics)}
+        info: dict[str, Any] = {"metrics": dict(self.metrics)}
+        if self.render_extras:
+            info["render_extras"] = dict(self.render_extras)
+        return info
 
     def _render_frame(self) -> np.ndarray:
         assert self.target is not None

@@ -16,16 +16,21 @@ def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarr
     return np.asarray(Image.fromarray(image).resize((width, height), resample), dtype=np.uint8).copy()
 
 
-def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
-    """Resize keeping the aspect ratio so the long side is ``size``, centred on a ``fill`` square."""
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+def fit_frame(image: np.ndarray, width: int, height: int, fill: int = 255) -> np.ndarray:
+    """Resize keeping the aspect ratio to fit ``width`` x ``height``, centred on a ``fill`` background."""
+    in_h, in_w = image.shape[:2]
+    scale = min(width / in_w, height / in_h)
+    new_h, new_w = min(height, max(1, round(in_h * scale))), min(width, max(1, round(in_w * scale)))
     inner = resize(image, new_h, new_w)
-    out = np.full((size, size, 3), fill, dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out = np.full((height, width, 3), fill, dtype=np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top : top + new_h, left : left + new_w] = inner
     return out
+
+
+def fit_square(image: np.ndarray, size: int, fill: int = 255) -> np.ndarray:
+    """Resize keeping the aspect ratio so the long side is ``size``, centred on a ``fill`` square."""
+    return fit_frame(image, size, size, fill)
 
 
 def side_by_side(images: list[np.ndarray], gap: int = 4, fill: int = 128) -> np.ndarray:

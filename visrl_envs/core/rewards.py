@@ -127,19 +127,24 @@ def dilate3(mask: np.ndarray) -> np.ndarray:
 
 
 def downsample(image: np.ndarray, size: int) -> np.ndarray:
-    """Box-average a square uint8 image down to ``size`` px (float32 in [0, 1]); smaller images pass.
+    """Box-average a uint8 image so its long side is ``size`` px, keeping the aspect ratio (float32
+    in [0, 1]); images no larger pass at their size.
 
     PIL's ``reduce`` (integer factors) and ``BOX`` resize run in C and round to uint8; numpy strided
     sums over interleaved RGB cost twice as much here.
     """
-    if image.shape[0] <= size:
+    height, width = image.shape[:2]
+    long_side = max(height, width)
+    if long_side <= size:
         return to_unit(image)
     from PIL import Image
 
     pil = Image.fromarray(np.ascontiguousarray(image))
-    factor = image.shape[0] // size
-    shrunk = pil.reduce(factor) if image.shape[0] == factor * size else pil.resize((size, size), Image.Resampling.BOX)
-    return to_unit(np.asarray(shrunk))
+    factor = long_side // size
+    if long_side == factor * size and height % factor == 0 and width % factor == 0:
+        return to_unit(np.asarray(pil.reduce(factor)))
+    new_width, new_height = max(1, round(width * size / long_side)), max(1, round(height * size / long_side))
+    return to_unit(np.asarray(pil.resize((new_width, new_height), Image.Resampling.BOX)))
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ METRIC_SIZE = 128
 class TargetSimilarity:
     """Similarity of candidate images to one fixed target (its luma and edge map computed once).
 
-    Both images are first box-averaged to ``metric_size`` px when larger (a 256 px and a 128 px agent
+    Both images are first box-averaged so their long side is ``metric_size`` px when larger (a 256 px and a 128 px agent
     then get the same reward for the same picture, and scoring costs a quarter). ``terms(candidate)``
     returns ``pixel`` (``1 - RMSE``), ``ssim`` (grayscale SSIM, 7x7 window, exactly scikit-image's
     value, clipped to [0, 1]), ``edge`` (IoU of :func:`fast_canny` maps dilated by 1 px) and their

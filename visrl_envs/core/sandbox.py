@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _HEADER = struct.Struct(">Q")
+#: How long the parent waits on a call made to hang by :meth:`SandboxWorker.hang` before its timeout
+#: path runs (the real limit would make every fault test wait ``timeout_s``).
+INJECTED_HANG_WAIT_S = 0.2
 _MAX_MESSAGE = 1 << 30
 #: Shared buffer for large ``bytes`` results (a rendered image): one pipe round trip instead of
 #: several 64 KiB pipe-buffer hand-offs between the two processes.
@@ -123,6 +126,8 @@ class SandboxWorker:
         self._lock = threading.Lock()  # one call at a time per worker (trainers step envs from thread pools)
         self._lock_pid = os.getpid()
         self._owner_pid = -1
+        self._hang_next = False
+        self._kill_next = False
         self.spawn_count = 0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -200,6 +205,23 @@ class SandboxWorker:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
 
+    def kill(self) -> None:
+        """Kill the worker abruptly (SIGKILL, for fault tests) but keep the handles to it, so the next
+        call finds it dead exactly as after a real crash (:class:`SandboxCrash`, then a respawn). A
+        worker not running yet dies as soon as the next call has started it."""
+        if self._proc is None or self._owner_pid != os.getpid():
+            self._kill_next = True
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+
+    def hang(self) -> None:
+        """Make the next call hang in the worker (for fault tests): the worker sleeps instead of
+        running it, and the parent's timeout path (kill, :class:`SandboxTimeout`, respawn) runs after
+        :data:`INJECTED_HANG_WAIT_S` rather than the whole limit."""
+        self._hang_next = True
+
     def close(self) -> None:
         """Stop the worker (idempotent); the next call starts a new one."""
         if self._proc is not None and self._owner_pid != os.getpid():
@@ -238,13 +260,21 @@ class SandboxWorker:
             self.close()
         if self._proc is None:
             self._start()
+        if self._kill_next:
+            self._kill_next = False
+            self.kill()
         timeout = self.limits.timeout_s if timeout_s is None else timeout_s
+        hang, self._hang_next = self._hang_next, False
+        if hang:
+            function, args, wait = "time:sleep", (3600.0,), min(timeout, INJECTED_HANG_WAIT_S)
+        else:
+            wait = timeout
         try:
             _write_message(self._to_child, (function, args))
-            status, value = _read_message(self._from_child, time.monotonic() + timeout)
+            status, value = _read_message(self._from_child, time.monotonic() + wait)
         except TimeoutError:
             self._kill()
-            raise SandboxTimeout(f"took longer than {timeout:g} s") from None
+            raise SandboxTimeout(f"took longer than {timeout:g} s" + (" (injected hang)" if hang else "")) from None
         except (EOFError, OSError, pickle.UnpicklingError, struct.error):
             code = self._proc.poll() if self._proc is not None else None
             self._kill()

@@ -14,6 +14,11 @@ typed action the parser returns, the conformance suite checks that the text an a
 for a numeric action gives the same state and reward, and :mod:`visrl_envs.core.numeric` validates
 numeric actions per space kind.
 
+A tool also declares the rules across its arguments (:class:`Constraint`: a box has x1 < x2 and
+y1 < y2, and lies inside the image it refers to) and, optionally, the example call the prompt shows.
+Rules that depend on the episode (the sizes of the images shown so far) read a :class:`ToolContext`
+the env passes to the parser.
+
 Grammar (the convention of UI-R1, DeepEyes, Chain-of-Focus and Jigsaw-R1): an optional
 ``<think>...</think>``, then either one ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
 or one ``<answer>...</answer>``. Code-writing envs also take bare code. Anything else is an
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,8 +67,11 @@ class Arg:
     - ``"int"`` / ``"float"``: a number in ``[low, high]`` (floats come back as ``float``);
     - ``"choice"``: one of ``choices`` (strings);
     - ``"text"``: free text of at most ``max_length`` characters;
-    - ``"ints"`` / ``"floats"``: a list of exactly ``length`` numbers; ``low``/``high`` are one
-      bound for every item or one per item (a ``bbox_2d`` of 4 ints bounded by width and height).
+    - ``"ints"`` / ``"floats"``: a list of numbers: exactly ``length`` of them, or between
+      ``min_items`` and ``max_items`` (``length=0``); ``low``/``high`` are one bound for every item,
+      or one per item of a fixed-length list (a ``bbox_2d`` of 4 ints bounded by width and height).
+      With ``item_length=k`` (k >= 2) each item is itself a list of k numbers (waypoints
+      ``[[x, y], ...]``), and per-item bounds are per position inside an item.
 
     ``default`` makes the argument optional. The declaration is checked when it is made.
     """
@@ -77,6 +85,9 @@ class Arg:
     length: int = 0
     max_length: int = 0
     default: Any = REQUIRED
+    min_items: int = 0
+    max_items: int = 0
+    item_length: int = 0
 
     def __post_init__(self) -> None:
         where = f"Arg {self.name!r}"
@@ -91,13 +102,23 @@ class Arg:
         if self.kind == "text" and not 1 <= self.max_length <= MAX_TEXT_ARG:
             raise ValueError(f"{where}: text needs max_length in 1..{MAX_TEXT_ARG}")
         if self.kind in ("ints", "floats"):
-            if not 1 <= self.length <= 256:
+            if self.length and (self.min_items or self.max_items):
+                raise ValueError(f"{where}: a list has a fixed length or min_items..max_items, not both")
+            if self.length and not 1 <= self.length <= 256:
                 raise ValueError(f"{where}: a list needs length in 1..256")
+            if not self.length and not 1 <= self.min_items <= self.max_items <= 256:
+                raise ValueError(f"{where}: a list needs length in 1..256, or 1 <= min_items <= max_items <= 256")
+            if self.item_length and not 2 <= self.item_length <= 16:
+                raise ValueError(f"{where}: item_length is 0 (items are numbers) or 2..16 (items are lists)")
             for bound in (self.low, self.high):
-                if not isinstance(bound, int | float) and len(tuple(bound)) != self.length:
-                    raise ValueError(f"{where}: per-item bounds need {self.length} values")
-        elif self.length:
-            raise ValueError(f"{where}: only list arguments take a length")
+                if not isinstance(bound, int | float) and len(tuple(bound)) != self._bound_count:
+                    raise ValueError(
+                        f"{where}: per-item bounds need {self._bound_count} values"
+                        if self._bound_count
+                        else f"{where}: a variable-length list of numbers takes one bound for all items"
+                    )
+        elif self.length or self.min_items or self.max_items or self.item_length:
+            raise ValueError(f"{where}: only list arguments take a length, min_items, max_items or item_length")
         if self.kind in ("int", "float", "ints", "floats"):
             if self.kind in ("int", "float") and not isinstance(self.low, int | float):
                 raise ValueError(f"{where}: scalar bounds expected")
@@ -120,12 +141,22 @@ class Arg:
         return self.default is REQUIRED
 
     @property
+    def _bound_count(self) -> int:
+        """How many values per-item bounds have: the item's length, or a fixed list's (0: scalar only)."""
+        return self.item_length or self.length
+
+    @property
     def lows(self) -> tuple[float, ...]:
-        return _bounds(self.low, self.length)
+        return _bounds(self.low, self._bound_count)
 
     @property
     def highs(self) -> tuple[float, ...]:
-        return _bounds(self.high, self.length)
+        return _bounds(self.high, self._bound_count)
+
+    @property
+    def count_range(self) -> tuple[int, int]:
+        """The fewest and most items of a list argument."""
+        return (self.length, self.length) if self.length else (self.min_items, self.max_items)
 
     def _item_schema(self, index: int) -> dict[str, Any]:
         integer = self.kind in ("int", "ints")
@@ -146,8 +177,18 @@ class Arg:
         elif self.kind == "text":
             schema = {"type": "string", "maxLength": self.max_length}
         else:
-            schema = {"type": "array", "minItems": self.length, "maxItems": self.length}
-            if isinstance(self.low, int | float) and isinstance(self.high, int | float):
+            fewest, most = self.count_range
+            schema = {"type": "array", "minItems": fewest, "maxItems": most}
+            scalar_bounds = isinstance(self.low, int | float) and isinstance(self.high, int | float)
+            if self.item_length:
+                item: dict[str, Any] = {"type": "array", "minItems": self.item_length, "maxItems": self.item_length}
+                if scalar_bounds:
+                    item["items"] = self._item_schema(0)
+                else:
+                    item["prefixItems"] = [self._item_schema(i) for i in range(self.item_length)]
+                    item["items"] = False
+                schema["items"] = item
+            elif scalar_bounds:
                 schema["items"] = self._item_schema(0)
             else:
                 schema["prefixItems"] = [self._item_schema(i) for i in range(self.length)]
@@ -169,7 +210,9 @@ class Arg:
         cast = int if self.kind in ("int", "ints") else float
         if self.kind in ("int", "float"):
             return cast(self.lows[0])
-        return [cast(v) for v in self.lows]
+        if self.item_length:
+            return [[cast(v) for v in self.lows] for _ in range(self.count_range[0])]
+        return [cast(v) for v in _bounds(self.low, self.count_range[0])]
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self, value: Any, tool: str) -> Any:
@@ -188,11 +231,24 @@ class Arg:
             return value
         if self.kind in ("int", "float"):
             return self._number(value, 0, where)
+        fewest, most = self.count_range
+        what = f"lists of {self.item_length} numbers" if self.item_length else "numbers"
+        count = str(fewest) if fewest == most else f"{fewest} to {most}"
         if not isinstance(value, list):
-            raise ActionError(f"{where} must be a list of {self.length} numbers, got {_shown(value)}")
-        if len(value) != self.length:
-            raise ActionError(f"{where} must hold exactly {self.length} numbers, got {len(value)}")
-        return [self._number(v, i, f"item {i} of {where}") for i, v in enumerate(value)]
+            raise ActionError(f"{where} must be a list of {count} {what}, got {_shown(value)}")
+        if not fewest <= len(value) <= most:
+            exactly = "exactly " if fewest == most else ""
+            raise ActionError(f"{where} must hold {exactly}{count} {what}, got {len(value)}")
+        if not self.item_length:
+            return [self._number(v, i if self.length else 0, f"item {i} of {where}") for i, v in enumerate(value)]
+        items = []
+        for i, item in enumerate(value):
+            if not isinstance(item, list) or len(item) != self.item_length:
+                raise ActionError(
+                    f"item {i} of {where} must be a list of {self.item_length} numbers, got {_shown(item)}"
+                )
+            items.append([self._number(v, j, f"item {i}[{j}] of {where}") for j, v in enumerate(item)])
+        return items
 
     def _number(self, value: Any, index: int, where: str) -> int | float:
         integer = self.kind in ("int", "ints")
@@ -223,12 +279,127 @@ def _shown(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """What the episode tells the parser beyond the tool table: the (width, height) of every image
+    shown so far, image 1 first (a box is checked against the image it refers to). ``extra`` holds a
+    family's own facts for its constraints."""
+
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def image_size(self, index: int | None = None) -> tuple[int, int] | None:
+        """The (width, height) of image ``index`` (from 1; ``None``: the latest), or ``None`` when
+        the context knows no images. Raises :class:`ActionError` for an image that was not shown."""
+        if not self.image_sizes:
+            return None
+        if index is None:
+            return self.image_sizes[-1]
+        if not 1 <= index <= len(self.image_sizes):
+            shown = "image 1" if len(self.image_sizes) == 1 else f"images 1 to {len(self.image_sizes)}"
+            raise ActionError(f"there is no image {index}; this episode has shown {shown}")
+        return self.image_sizes[index - 1]
+
+
+class Constraint:
+    """A rule across a tool's arguments, declared with the tool and checked after each argument is
+    valid on its own. Subclasses set :attr:`description` (said in the tool's description for the
+    prompt), name the arguments they read in :meth:`arguments`, and raise :class:`ActionError` in
+    :meth:`check`. A rule that needs the episode (``context``) does nothing when the context knows
+    nothing (at declaration, when the custom example is checked). Subclasses are picklable classes
+    (the tool table travels with the env), not closures."""
+
+    description: str = ""
+
+    def arguments(self) -> tuple[str, ...]:
+        return ()
+
+    def check(self, arguments: Mapping[str, Any], context: ToolContext, tool: str) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OrderedBox(Constraint):
+    """``arg`` is a box ``[x1, y1, x2, y2]`` with ``x1 < x2`` and ``y1 < y2``."""
+
+    arg: str
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"{self.arg} is [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
+
+    def arguments(self) -> tuple[str, ...]:
+        return (self.arg,)
+
+    def check(self, arguments: Mapping[str, Any], context: ToolContext, tool: str) -> None:
+        x1, y1, x2, y2 = arguments[self.arg]
+        if not (x1 < x2 and y1 < y2):
+            raise ActionError(f"{self.arg} of {tool} must have x1 < x2 and y1 < y2, got {list(arguments[self.arg])}")
+
+
+@dataclass(frozen=True)
+class BoxInsideImage(Constraint):
+    """``arg``'s box lies inside the image it refers to: image number ``image_arg`` (an argument
+    counting from 1) or, without one, the latest image; in that image's pixels."""
+
+    arg: str
+    image_arg: str | None = None
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        which = f"image {self.image_arg}" if self.image_arg else "the latest image"
+        return f"{self.arg} lies inside {which}, in its pixels"
+
+    def arguments(self) -> tuple[str, ...]:
+        return (self.arg,) if self.image_arg is None else (self.arg, self.image_arg)
+
+    def check(self, arguments: Mapping[str, Any], context: ToolContext, tool: str) -> None:
+        index = None if self.image_arg is None else arguments[self.image_arg]
+        size = context.image_size(index)
+        if size is None:
+            return
+        width, height = size
+        x1, y1, x2, y2 = arguments[self.arg]
+        if not (0 <= x1 <= width and 0 <= x2 <= width and 0 <= y1 <= height and 0 <= y2 <= height):
+            which = "the latest image" if index is None else f"image {index}"
+            raise ActionError(
+                f"{self.arg} of {tool} must lie inside {which} ({width}x{height} px: x in [0, {width}], "
+                f"y in [0, {height}]), got {list(arguments[self.arg])}"
+            )
+
+
+@dataclass(frozen=True)
+class Rule(Constraint):
+    """A constraint from a module-level function ``check(arguments, context) -> problem or None``
+    (the problem is the message for the agent) and its description."""
+
+    function: Callable[[Mapping[str, Any], ToolContext], str | None]
+    text: str
+    reads: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self.text
+
+    def arguments(self) -> tuple[str, ...]:
+        return self.reads
+
+    def check(self, arguments: Mapping[str, Any], context: ToolContext, tool: str) -> None:
+        problem = self.function(arguments, context)
+        if problem:
+            raise ActionError(f"{tool}: {problem}")
+
+
+@dataclass(frozen=True)
 class Tool:
-    """A tool the agent may call: its name, a one-line description and its arguments."""
+    """A tool the agent may call: its name, a one-line description, its arguments, the rules across
+    them (:class:`Constraint`) and optionally the arguments of the example call the prompt shows
+    (checked when declared; by default the required arguments at their lowest values)."""
 
     name: str
     description: str
     args: tuple[Arg, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    example_arguments: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "a").isalnum():
@@ -236,25 +407,61 @@ class Tool:
         names = [a.name for a in self.args]
         if len(set(names)) != len(names):
             raise ValueError(f"tool {self.name!r} declares an argument twice")
+        for rule in self.constraints:
+            if not isinstance(rule, Constraint):
+                raise ValueError(f"tool {self.name!r}: constraints are Constraint instances, got {rule!r}")
+            unknown = set(rule.arguments()) - set(names)
+            if unknown:
+                raise ValueError(
+                    f"tool {self.name!r}: constraint {rule!r} reads undeclared argument(s) {sorted(unknown)}"
+                )
+        if self.example_arguments is not None:
+            try:
+                self.validate(dict(self.example_arguments), ToolContext())
+            except ActionError as err:
+                raise ValueError(f"tool {self.name!r}: the example call is not valid ({err})") from None
+
+    def validate(self, arguments: Mapping[str, Any], context: ToolContext) -> dict[str, Any]:
+        """The call's arguments checked and completed with defaults, then its constraints checked;
+        raises :class:`ActionError` with a message for the agent."""
+        unknown = set(arguments) - {a.name for a in self.args}
+        if unknown:
+            raise ActionError(f"{self.name} has no argument(s) {sorted(quote(u, 20) for u in unknown)}")
+        values: dict[str, Any] = {}
+        for arg in self.args:
+            if arg.name in arguments:
+                values[arg.name] = arg.validate(arguments[arg.name], self.name)
+            elif arg.required:
+                raise ActionError(f"{self.name} needs argument {arg.name!r} ({json.dumps(arg.json_schema())})")
+            else:
+                values[arg.name] = json.loads(json.dumps(arg.default)) if isinstance(arg.default, list) else arg.default
+        for rule in self.constraints:
+            rule.check(values, context, self.name)
+        return values
 
     def json_schema(self) -> dict[str, Any]:
-        """The function schema chat templates take (``tools=[...]``)."""
+        """The function schema chat templates take (``tools=[...]``); constraints are said in the
+        description, the custom example is the parameters' ``examples``."""
+        description = self.description
+        if self.constraints:
+            description += " Rules: " + "; ".join(rule.description for rule in self.constraints) + "."
+        parameters: dict[str, Any] = {
+            "type": "object",
+            "properties": {a.name: a.json_schema() for a in self.args},
+            "required": [a.name for a in self.args if a.required],
+            "additionalProperties": False,
+        }
+        if self.example_arguments is not None:
+            parameters["examples"] = [dict(self.example_arguments)]
         return {
             "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": {
-                    "type": "object",
-                    "properties": {a.name: a.json_schema() for a in self.args},
-                    "required": [a.name for a in self.args if a.required],
-                    "additionalProperties": False,
-                },
-            },
+            "function": {"name": self.name, "description": description, "parameters": parameters},
         }
 
     def example(self) -> str:
-        """The text of a valid call (required arguments only)."""
+        """The text of a valid call: the declared example, else the required arguments only."""
+        if self.example_arguments is not None:
+            return tool_call_text(self.name, dict(self.example_arguments))
         return tool_call_text(self.name, {a.name: a.example() for a in self.args if a.required})
 
 
@@ -466,13 +673,16 @@ class ToolSet:
         if not self.tools and answer is None:
             raise ValueError("an env needs at least one tool or an answer format")
         self.answer = answer
+        #: Whether some tool has constraints (the env then passes its :class:`ToolContext` to parse).
+        self.has_constraints = any(t.constraints for t in self.tools)
 
     def schemas(self) -> list[dict[str, Any]]:
         """The JSON function schemas of the tools (``tools=`` of a chat template)."""
         return [t.json_schema() for t in self.tools]
 
-    def parse(self, text: Any) -> ParsedAction:
-        """Parse one turn of agent text; raise :class:`ActionError` with a readable message."""
+    def parse(self, text: Any, context: ToolContext | None = None) -> ParsedAction:
+        """Parse one turn of agent text; raise :class:`ActionError` with a readable message.
+        ``context`` (the episode's images) is what tool constraints that depend on it read."""
         if not isinstance(text, str):
             raise ActionError(f"the action must be a string, got {type(text).__name__}")
         body = strip_think(text)
@@ -483,7 +693,7 @@ class ToolSet:
         if len(calls) > 1:
             raise ActionError(f"one tool call per turn, got {len(calls)}")
         if calls:
-            return self._parse_call(calls[0])
+            return self._parse_call(calls[0], context or ToolContext())
         if answers:
             return self._parse_answer(answers[-1].strip())
         if unclosed_call:
@@ -502,7 +712,7 @@ class ToolSet:
             raise ActionError(f"this task takes no <answer>; call a tool ({', '.join(self.by_name)})")
         return Answer(content, self.answer.parse(content))
 
-    def _parse_call(self, payload: str) -> ToolCall:
+    def _parse_call(self, payload: str, context: ToolContext) -> ToolCall:
         if not self.tools:
             raise ActionError("this task has no tools; reply with <answer>...</answer>")
         try:
@@ -518,15 +728,4 @@ class ToolSet:
         arguments = call.get("arguments", {})
         if not isinstance(arguments, dict):
             raise ActionError(f"'arguments' of {tool.name} must be a JSON object")
-        unknown = set(arguments) - {a.name for a in tool.args}
-        if unknown:
-            raise ActionError(f"{tool.name} has no argument(s) {sorted(quote(u, 20) for u in unknown)}")
-        values: dict[str, Any] = {}
-        for arg in tool.args:
-            if arg.name in arguments:
-                values[arg.name] = arg.validate(arguments[arg.name], tool.name)
-            elif arg.required:
-                raise ActionError(f"{tool.name} needs argument {arg.name!r} ({json.dumps(arg.json_schema())})")
-            else:
-                values[arg.name] = list(arg.default) if isinstance(arg.default, list) else arg.default
-        return ToolCall(tool.name, values)
+        return ToolCall(tool.name, tool.validate(arguments, context))

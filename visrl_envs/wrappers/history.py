@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation
 
 from visrl_envs.core.base import image_sequence
+from visrl_envs.core.prompt import split_at_markers
 from visrl_envs.core.spaces import ImageSequence
 from visrl_envs.wrappers._util import box_like, ordered_dict_space, require_numeric
 
@@ -134,7 +135,8 @@ class ImageBudget(
         gym.Wrapper.__init__(self, env)
         self.k = k
         self.observation_space = ordered_dict_space(
-            (key, ImageSequence(sequence.frame, k) if key == "images" else sub) for key, sub in space.spaces.items()
+            (key, ImageSequence(sequence.frame, k, fixed=sequence.fixed) if key == "images" else sub)
+            for key, sub in space.spaces.items()
         )
         text_space = space.spaces.get("text")
         self._max_text = text_space.max_length if isinstance(text_space, spaces.Text) else None
@@ -162,6 +164,9 @@ class ImageBudget(
         earlier = len(images) - min(len(new), self.k)
         dropped = self._seen - len(images)
         text = obs["text"]
+        if earlier and split_at_markers(text, min(len(new), self.k)) is not None:
+            # the env announces each image with a marker: give the earlier ones theirs, in order
+            text = "An image from an earlier turn\n<image>\n" * earlier + text
         if earlier or dropped:
             parts = [f"{earlier} from earlier turns"] if earlier else []
             if dropped:

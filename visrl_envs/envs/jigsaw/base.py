@@ -98,6 +98,9 @@ class JigsawEnv(VisualEnv):
         self.rows, self.cols = rows, cols
         self._overlay: tuple[np.ndarray, np.ndarray] | None = None
 
+    def interface_twin_kwargs(self) -> dict[str, Any]:
+        return {"size": self.size}
+
     # -- task ----------------------------------------------------------------------------------
     def _draw_board(self, rng: np.random.Generator) -> TileBoard:
         rows, cols = self.grid

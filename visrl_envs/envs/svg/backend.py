@@ -26,7 +26,7 @@ from visrl_envs.core.sandbox import (
     SandboxUnavailable,
     SandboxWorker,
 )
-from visrl_envs.envs.svg.raster import MAX_SVG_BYTES, render_trusted
+from visrl_envs.envs.svg.raster import MAX_SVG_BYTES, output_frame, render_trusted
 
 BACKEND_NAME = "svg renderer"
 _RASTER = "visrl_envs.envs.svg.raster"
@@ -67,18 +67,22 @@ class SvgRasterizer:
         except SandboxUnavailable as err:
             raise BackendError(f"the SVG renderer cannot run: {err}", BACKEND_NAME) from None
 
-    def render(self, svg: str | bytes, size: int) -> np.ndarray:
-        """Render untrusted ``svg`` at ``size`` px. Raises :class:`ProgramError` when the SVG is at
-        fault (refused, unparsable, unrenderable), :class:`BackendCrash` when the worker died or hung
-        on it, :class:`BackendError` when no worker can run."""
+    def render(self, svg: str | bytes, size: int | tuple[int, int]) -> np.ndarray:
+        """Render untrusted ``svg`` at ``size`` (a side, or ``(width, height)``). Raises
+        :class:`ProgramError` when the SVG is at fault (refused, unparsable, unrenderable),
+        :class:`BackendCrash` when the worker died or hung on it, :class:`BackendError` when no
+        worker can run."""
         data = self._encode(svg)
+        width, height = output_frame(size)
         try:
-            raw = self._call(f"{_RASTER}:rasterize", data, size)
+            raw = self._call(f"{_RASTER}:rasterize", data, (width, height))
         except SandboxCallError as err:
             raise ProgramError(_explain(err)) from None
-        return np.frombuffer(raw, dtype=np.uint8).reshape(size, size, 3).copy()
+        return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
 
-    def render_batch(self, programs: Sequence[str | bytes], size: int) -> list[np.ndarray | Exception]:
+    def render_batch(
+        self, programs: Sequence[str | bytes], size: int | tuple[int, int]
+    ) -> list[np.ndarray | Exception]:
         """Render several untrusted programs in one worker round trip."""
         out: list[np.ndarray | Exception] = []
         data: list[bytes] = []
@@ -92,20 +96,29 @@ class SvgRasterizer:
                 out.append(err)
         if not data:
             return out
+        width, height = output_frame(size)
         try:
-            blob, errors = self._call(f"{_RASTER}:rasterize_batch", data, size)
+            blob, errors = self._call(f"{_RASTER}:rasterize_batch", data, (width, height))
         except SandboxCallError as err:  # the batch function itself failed (e.g. out of memory)
             raise BackendCrash(f"the SVG renderer failed a batch: {err}", BACKEND_NAME) from None
-        frame = size * size * 3
-        images = np.frombuffer(blob, dtype=np.uint8).reshape(len(data), size, size, 3)
+        frame = width * height * 3
+        images = np.frombuffer(blob, dtype=np.uint8).reshape(len(data), height, width, 3)
         for k, (slot, error) in enumerate(zip(slots, errors, strict=True)):
             out[slot] = ProgramError(_explain(SandboxCallError(*error))) if error else images[k].copy()
         assert len(blob) == frame * len(data)
         return out
 
-    def render_trusted(self, svg: str, size: int) -> np.ndarray:
+    def render_trusted(self, svg: str, size: int | tuple[int, int]) -> np.ndarray:
         """Render SVG we generated ourselves, in this process (no sandbox round trip)."""
         return render_trusted(svg, size)
+
+    def kill(self) -> None:
+        """Kill the worker as a crash would (fault tests); the next render finds it dead."""
+        self.worker.kill()
+
+    def hang(self) -> None:
+        """Make the next render hang in the worker until its timeout fires (fault tests)."""
+        self.worker.hang()
 
     def close(self) -> None:
         self.worker.close()

@@ -131,6 +131,8 @@ class SvgRenderEnv(RenderFeedbackEnv):
     def __init__(self, *, max_primitives: int | None = None, **kwargs: Any) -> None:
         self.tools = ToolSet(answer=AnswerFormat("code", "the complete SVG program", language="svg"))
         super().__init__(**kwargs)
+        if not isinstance(self.size, int):
+            raise ValueError(f"SvgRender's frame is square: size is one side in px, got {kwargs.get('size')!r}")
         budget = PRIMITIVE_BUDGET[self.difficulty] if max_primitives is None else max_primitives
         self.max_primitives = checks.integer("max_primitives", budget, 1, 1000)
         self.canvas = PrimitiveCanvas(self.size)

@@ -194,33 +194,41 @@ def _expanded_size(root: Any, ids: dict[str, Any]) -> int:
     return size(root)
 
 
-def render_svg_bytes(data: bytes, size: int) -> np.ndarray:
-    """Render checked SVG bytes to an opaque uint8 ``(size, size, 3)`` image on white (in this process)."""
+def output_frame(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of an output size given as a side (a square) or as (width, height)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def render_svg_bytes(data: bytes, size: int | tuple[int, int]) -> np.ndarray:
+    """Render checked SVG bytes to an opaque uint8 ``(height, width, 3)`` image on white (in this
+    process); ``size`` is a side (a square) or ``(width, height)``."""
     import cairosvg.parser
     import cairosvg.surface
 
+    width, height = output_frame(size)
     tree = cairosvg.parser.Tree(bytestring=data, unsafe=False)
     surface = cairosvg.surface.PNGSurface(
-        tree, None, 96, output_width=size, output_height=size, background_color="white"
+        tree, None, 96, output_width=width, output_height=height, background_color="white"
     )
     surface.cairo.flush()
     stride = surface.cairo.get_stride()
-    bgra = np.frombuffer(surface.cairo.get_data(), dtype=np.uint8).reshape(size, stride // 4, 4)
-    rgb = np.ascontiguousarray(bgra[:, :size, 2::-1])
+    bgra = np.frombuffer(surface.cairo.get_data(), dtype=np.uint8).reshape(height, stride // 4, 4)
+    rgb = np.ascontiguousarray(bgra[:, :width, 2::-1])
     surface.finish()
     return rgb
 
 
-def rasterize(data: bytes, size: int) -> bytes:
+def rasterize(data: bytes, size: int | tuple[int, int]) -> bytes:
     """Worker entry point: check, then render; returns the raw RGB bytes."""
     check_svg(data)
     return render_svg_bytes(data, size).tobytes()
 
 
-def rasterize_batch(programs: list[bytes], size: int) -> tuple[bytes, list[tuple[str, str] | None]]:
+def rasterize_batch(programs: list[bytes], size: int | tuple[int, int]) -> tuple[bytes, list[tuple[str, str] | None]]:
     """Worker entry point for a batch: the RGB bytes of every image back to back (zeros where a
     program failed) and, per program, ``None`` or the ``(type name, message)`` of its error."""
-    blank = bytes(size * size * 3)
+    width, height = output_frame(size)
+    blank = bytes(width * height * 3)
     blobs: list[bytes] = []
     errors: list[tuple[str, str] | None] = []
     for data in programs:
@@ -233,6 +241,6 @@ def rasterize_batch(programs: list[bytes], size: int) -> tuple[bytes, list[tuple
     return b"".join(blobs), errors
 
 
-def render_trusted(svg: str, size: int) -> np.ndarray:
+def render_trusted(svg: str, size: int | tuple[int, int]) -> np.ndarray:
     """Render SVG we generated ourselves, in-process (no sandbox round trip)."""
     return render_svg_bytes(svg.encode(), size)

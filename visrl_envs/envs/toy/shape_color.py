@@ -127,6 +127,9 @@ class ShapeColorEnv(VisualEnv):
     def horizon(self) -> int:
         return self.max_attempts
 
+    def interface_twin_kwargs(self) -> dict[str, Any]:
+        return {"size": self.size}
+
     # -- the task ----------------------------------------------------------------------------------
     def _new_task(self, rng: np.random.Generator) -> None:
         if self.fixed_options:
