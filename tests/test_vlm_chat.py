@@ -70,3 +70,22 @@ def test_the_tiny_model_generates_without_vision_tokens_and_saves_locally(tiny: 
 
     loaded = AutoModelForImageTextToText.from_pretrained(path)
     assert type(loaded).__name__ == "Qwen2_5_VLForConditionalGeneration"
+
+
+def test_captioned_images_sit_between_their_text_parts(tiny: TinyVLM) -> None:
+    """Images of several sizes, each announced by the env, go where their markers are."""
+    from tests.toy_envs import ZoomToyEnv
+
+    env = ZoomToyEnv()
+    obs, info = env.reset(seed=0)
+    formatter = ChatFormatter()
+    first = formatter.start(obs, info["prompt_spec"])[-1]["content"]
+    assert [p["type"] for p in first] == ["text", "image", "text", "image", "text"]
+    assert first[0]["text"] == "Image 1 (320x240 px): the scene\n" and first[1]["image"].shape == (240, 320, 3)
+    assert first[2]["text"].startswith("\nImage 2 (80x60 px)") and first[3]["image"].shape == (60, 80, 3)
+    obs = env.step('<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [0, 0, 50, 40], "image": 1}}</tool_call>')[0]
+    turn = formatter.feedback(obs)["content"]
+    assert [p["type"] for p in turn] == ["text", "image", "text"] and turn[1]["image"].shape == (40, 50, 3)
+    plain = formatter.feedback({"images": obs["images"], "text": "no markers here"})["content"]
+    assert [p["type"] for p in plain] == ["image", "text"], "text without markers: images first, as before"
+    env.close()

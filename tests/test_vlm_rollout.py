@@ -20,8 +20,14 @@ from agents.vlm.rollout import RolloutStats, collect
 from agents.vlm.rollout.chat import ChatFormatter, assistant_message, images_of
 from agents.vlm.rollout.env_pool import InlineEnvs, make_text_env
 from agents.vlm.rollout.trajectory import Trajectory
+from tests.toy_envs import ZoomToyEnv
 
-SMALL = {"visrl/Jigsaw-v1": {"size": 84}, "visrl/SvgRender-v1": {"size": 64}}
+#: An unregistered family with images of three sizes in one episode, captioned between text parts.
+ZOOM_ID = "visrl-test/ZoomToy-v0"
+if ZOOM_ID not in gym.registry:
+    gym.register(ZOOM_ID, entry_point=ZoomToyEnv, max_episode_steps=4)
+
+SMALL = {"visrl/Jigsaw-v1": {"size": 84}, "visrl/SvgRender-v1": {"size": 64}, ZOOM_ID: {}}
 
 #: Three actions per env that do not end the episode (one of them an action error).
 SCRIPTS = {
@@ -34,6 +40,11 @@ SCRIPTS = {
         '<answer><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 256 256"/></answer>',
         '<answer><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 256 256"><rect width="9" height="9"/></svg></answer>',
         "<answer>not svg</answer>",
+    ],
+    ZOOM_ID: [  # a 160x120 crop of the 320x240 scene, a refused box, a 40x30 crop of the crop
+        '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [0, 0, 160, 120], "image": 1}}</tool_call>',
+        '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [90, 0, 10, 10], "image": 2}}</tool_call>',
+        '<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [0, 0, 40, 30], "image": 3}}</tool_call>',
     ],
 }
 
@@ -119,7 +130,7 @@ def _runs(ids: list[int], mask: list[int], value: int) -> list[list[int]]:
 def test_sampled_trajectories_rescore_to_their_recorded_logprobs(policy: HFPolicy) -> None:
     """Re-scoring with the policy reproduces what generation recorded (fp32, CPU: < 1e-4)."""
     trajectories = []
-    for env_id in SCRIPTS:
+    for env_id in SCRIPTS:  # ZoomToy: two image sizes in one prompt through the prefix cache
         trajectories += collect(
             policy,
             env_id,
@@ -129,7 +140,7 @@ def test_sampled_trajectories_rescore_to_their_recorded_logprobs(policy: HFPolic
             max_turns=3,
             sampling=Sampling(temperature=0.8, max_new_tokens=20, seed=7),
         )
-    assert sum(len(t.steps) for t in trajectories) >= 8
+    assert sum(len(t.steps) for t in trajectories) >= 12
     rescored = policy.token_logprobs([t.sequence() for t in trajectories], temperature=0.8)
     worst = 0.0
     for trajectory, values in zip(trajectories, rescored, strict=True):

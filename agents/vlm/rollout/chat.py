@@ -17,13 +17,24 @@ import numpy as np
 
 from agents.vlm.policies.codec import render as render  # re-exported: agents.vlm.chat.render, its old home
 from agents.vlm.policies.policy import Message
-from visrl_envs.core.prompt import PromptSpec, build_prompt
+from visrl_envs.core.prompt import PromptSpec, build_prompt, split_at_markers
 
 
 def user_message(images: tuple[np.ndarray, ...] | list[np.ndarray], text: str) -> Message:
-    """A user turn: one image part per image (the arrays ride along as ``"image"``), then the text."""
-    parts: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
-    parts.append({"type": "text", "text": text})
+    """A user turn: the images (the arrays ride along as ``"image"``) and the text. When the text
+    announces its images with one marker each (envs whose images vary in size or carry captions:
+    :mod:`visrl_envs.core.prompt`), each image part takes its marker's place, between its caption
+    and what follows; otherwise the images come first, then the text."""
+    pieces = split_at_markers(text, len(images))
+    if pieces is None:
+        parts: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
+        parts.append({"type": "text", "text": text})
+        return {"role": "user", "content": parts}
+    parts = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
+    for image, piece in zip(images, pieces[1:], strict=True):
+        parts.append({"type": "image", "image": image})
+        if piece:
+            parts.append({"type": "text", "text": piece})
     return {"role": "user", "content": parts}
 
 
