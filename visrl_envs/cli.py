@@ -32,10 +32,13 @@ def _docs(out: Path) -> None:
 
 #: VLM-agent subcommands: name -> (module with ``add_arguments`` and ``run``, help).
 VLM_COMMANDS = {
-    "eval": ("agents.vlm.evaluate", "evaluate a VLM policy (tiny, hf:PATH, openai:MODEL@URL) on one env or all"),
-    "serve": ("agents.vlm.serve", "serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1"),
-    "demos": ("agents.vlm.demos", "oracle episodes of an env as chat-format SFT data (datasets / TRL)"),
-    "view": ("agents.vlm.viewer", "write the HTML viewer of a saved run (and print transcripts)"),
+    "eval": (
+        "agents.vlm.workbench.evaluate",
+        "evaluate a VLM policy (tiny, hf:PATH, openai:MODEL@URL) on one env or all",
+    ),
+    "serve": ("agents.vlm.serving.server", "serve a local model over an OpenAI-compatible HTTP API on 127.0.0.1"),
+    "demos": ("agents.vlm.workbench.demos", "oracle episodes of an env as chat-format SFT data (datasets / TRL)"),
+    "view": ("agents.vlm.workbench.viewer", "write the HTML viewer of a saved run (and print transcripts)"),
     "train": ("agents.vlm.grpo.cli", "train a VLM policy with GRPO on an env's text interface (visrl train vlm)"),
 }
 
