@@ -31,6 +31,7 @@ test-slow: install
 
 bench: install
 	$(PYTHON) -m benchmarks.throughput
+	$(PYTHON) -m benchmarks.shared_memory
 
 bench-vlm: install
 	$(PYTHON) -m benchmarks.vlm_rollout
