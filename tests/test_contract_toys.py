@@ -202,7 +202,7 @@ def test_box_constraints_are_checked_by_the_tool_table() -> None:
     spec = env.prompt_spec()
     zoom = spec.tools[0]["function"]
     assert zoom["parameters"]["examples"] == [{"bbox_2d": [0, 0, 160, 120], "image": 1}]
-    assert "x1 < x2 and y1 < y2" in zoom["description"] and "lies inside image image" in zoom["description"]
+    assert "x1 < x2 and y1 < y2" in zoom["description"] and "lies inside the image image names" in zoom["description"]
     assert '{"name": "zoom", "arguments": {"bbox_2d": [0, 0, 160, 120], "image": 1}}' in env.reset(seed=0)[0]["text"]
     env.close()
 

@@ -163,3 +163,15 @@ def test_target_similarity_weighting() -> None:
     assert t["edge"] == 0.0
     with pytest.raises(ValueError):
         SimilarityWeights(0, 0, 0).normalised()
+
+
+def test_downsample_keeps_the_aspect_of_non_square_images() -> None:
+    from visrl_envs.core.rewards import downsample
+
+    image = np.zeros((2, 4, 3), dtype=np.uint8)
+    image[:, :, 0] = [[0, 100, 200, 255], [100, 100, 0, 0]]
+    small = downsample(image, 2)  # long side 4 -> 2: integer factor 2, 2x2 boxes averaged (rounded by PIL)
+    assert small.shape == (1, 2, 3)
+    assert np.allclose(small[0, :, 0], [75 / 255, 114 / 255])
+    assert downsample(np.zeros((3, 5, 3), np.uint8), 2).shape == (1, 2, 3), "a box resize when no factor fits"
+    assert downsample(np.zeros((30, 60, 3), np.uint8), 64).shape == (30, 60, 3), "small images pass"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import jsonschema
 import pytest
@@ -14,8 +18,12 @@ from visrl_envs.core.tools import (
     Answer,
     AnswerFormat,
     Arg,
+    BoxInsideImage,
+    OrderedBox,
+    Rule,
     Tool,
     ToolCall,
+    ToolContext,
     ToolSet,
     extract_answer,
     parse_choice,
@@ -237,3 +245,109 @@ def test_to_charset_keeps_text_inside_the_space() -> None:
     assert set(cleaned) <= set(CHARSET)
     assert cleaned.startswith("ok ? snow ? and ??")
     assert len(to_charset("x" * 100, max_length=20)) == 20
+
+
+# -- contract v3: constraints, lists of any length, nested lists, custom examples -------------------------
+BOXED = Tool(
+    "crop",
+    "crop a box of an image",
+    (
+        Arg("bbox_2d", "ints", "x1, y1, x2, y2", 0, 4096, length=4),
+        Arg("image", "int", "which image", 1, 64, default=1),
+    ),
+    constraints=(OrderedBox("bbox_2d"), BoxInsideImage("bbox_2d", "image")),
+    example_arguments={"bbox_2d": [10, 10, 60, 40]},
+)
+WAYPOINTS = Arg("path", "floats", "points to visit", 0.0, (512.0, 384.0), min_items=1, max_items=3, item_length=2)
+
+
+def test_a_box_is_checked_against_the_image_it_names() -> None:
+    tools = ToolSet([BOXED])
+    context = ToolContext(((640, 480), (100, 50)))
+    assert tools.parse(call("crop", bbox_2d=[0, 0, 640, 480]), context).arguments == {
+        "bbox_2d": [0, 0, 640, 480],
+        "image": 1,
+    }
+    cases = {
+        call("crop", bbox_2d=[500, 10, 20, 30]): "bbox_2d of crop must have x1 < x2 and y1 < y2, got [500, 10, 20, 30]",
+        call(
+            "crop", bbox_2d=[0, 0, 101, 50], image=2
+        ): "must lie inside image 2 (100x50 px: x in [0, 100], y in [0, 50])",
+        call("crop", bbox_2d=[0, 0, 10, 10], image=3): "there is no image 3; this episode has shown images 1 to 2",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ActionError, match=re.escape(message)):
+            tools.parse(text, context)
+    # without a context (no images known) only the context-free rule applies
+    assert tools.parse(call("crop", bbox_2d=[0, 0, 4000, 10])).name == "crop"
+    assert tools.has_constraints and not TOOLS.has_constraints
+
+
+def test_constraints_and_the_example_reach_the_schema_and_the_prompt() -> None:
+    schema = BOXED.json_schema()["function"]
+    assert schema["description"] == (
+        "crop a box of an image Rules: bbox_2d is [x1, y1, x2, y2] with x1 < x2 and y1 < y2; "
+        "bbox_2d lies inside the image image names, in its pixels."
+    )
+    assert schema["parameters"]["examples"] == [{"bbox_2d": [10, 10, 60, 40]}]
+    jsonschema.Draft202012Validator.check_schema(schema["parameters"])
+    assert (
+        example_call(BOXED.json_schema())
+        == '<tool_call>{"name": "crop", "arguments": {"bbox_2d": [10, 10, 60, 40]}}</tool_call>'
+    )
+    assert BOXED.example() == example_call(BOXED.json_schema())
+
+
+def test_declarations_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ValueError, match="the example call is not valid"):
+        Tool("crop", "", BOXED.args, constraints=(OrderedBox("bbox_2d"),), example_arguments={"bbox_2d": [5, 5, 1, 1]})
+    with pytest.raises(ValueError, match=r"reads undeclared argument\(s\) \['box'\]"):
+        Tool("crop", "", BOXED.args, constraints=(OrderedBox("box"),))
+    with pytest.raises(ValueError, match="constraints are Constraint instances"):
+        Tool("crop", "", BOXED.args, constraints=(lambda a, c: None,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"fixed length or min_items\.\.max_items, not both"):
+        Arg("p", "ints", "", 0, 1, length=2, max_items=3)
+    with pytest.raises(ValueError, match="one bound for all items"):
+        Arg("p", "ints", "", 0, (1, 2), min_items=1, max_items=3)
+    with pytest.raises(ValueError, match="only list arguments take"):
+        Arg("p", "int", "", 0, 1, item_length=2)
+
+
+def test_variable_length_lists_of_points() -> None:
+    move = ToolSet([Tool("move_to", "move along waypoints", (WAYPOINTS,))])
+    parsed = move.parse(call("move_to", path=[[10, 20], [500.5, 384]]))
+    assert parsed.arguments == {"path": [[10.0, 20.0], [500.5, 384.0]]}
+    cases = {
+        call("move_to", path=[]): "must hold 1 to 3 lists of 2 numbers, got 0",
+        call("move_to", path=[[1, 1]] * 4): "must hold 1 to 3 lists of 2 numbers, got 4",
+        call("move_to", path=[[1, 1, 1]]): "item 0 of argument 'path' of move_to must be a list of 2 numbers",
+        call(
+            "move_to", path=[[1, 1], [1, 400]]
+        ): "item 1[1] of argument 'path' of move_to must be in [0.0, 384.0], got 400",
+        call("move_to", path=[1, 2]): "item 0 of argument 'path' of move_to must be a list of 2 numbers, got '1'",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ActionError, match=re.escape(message)):
+            move.parse(text)
+    schema = WAYPOINTS.json_schema()
+    assert schema["minItems"] == 1 and schema["maxItems"] == 3 and schema["items"]["prefixItems"][1]["maximum"] == 384.0
+    jsonschema.validate([[1.0, 2.0]], schema)
+    assert describe_value(schema).startswith(
+        "list of 1 to 3 items, each a list of 2: [number in [0, 512], number in [0, 384]]"
+    )
+    flat = Arg("xs", "ints", "", 0, 9, min_items=2, max_items=5)
+    assert describe_value(flat.json_schema()) == "list of 2 to 5 integers, each in [0, 9]"
+    assert flat.example() == [0, 0] and WAYPOINTS.example() == [[0.0, 0.0]]
+
+
+def _wide_enough(arguments: Mapping[str, Any], context: ToolContext) -> str | None:
+    x1, _, x2, _ = arguments["bbox_2d"]
+    return None if x2 - x1 > 30 else f"a box must be wider than 30 px, got {x2 - x1}"
+
+
+def test_a_rule_from_a_function_pickles_and_reports_its_problem() -> None:
+    tool = Tool("crop", "", BOXED.args, constraints=(Rule(_wide_enough, "boxes are wider than 30 px", ("bbox_2d",)),))
+    tools = pickle.loads(pickle.dumps(ToolSet([tool])))
+    with pytest.raises(ActionError, match="crop: a box must be wider than 30 px, got 10"):
+        tools.parse(call("crop", bbox_2d=[0, 0, 10, 10]))
+    assert "Rules: boxes are wider than 30 px." in tool.json_schema()["function"]["description"]

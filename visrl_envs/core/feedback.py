@@ -102,7 +102,7 @@ class Renderer(Protocol):
 
     def render(self, program: str, frame: Frame) -> np.ndarray | Rendered: ...
 
-    def render_batch(self, programs: Sequence[str], frame: Frame) -> list[np.ndarray | Rendered | Exception]: ...
+    def render_batch(self, programs: Sequence[str], frame: Frame) -> Sequence[np.ndarray | Rendered | Exception]: ...
 
     def close(self) -> None: ...
 
@@ -371,7 +371,9 @@ class RenderFeedbackEnv(VisualEnv):
         if any(getattr(envs[i], "frame_size", None) != lead.frame_size for i in todo):  # no common frame: one by one
             return [env.run_backend(p) for env, p in zip(envs, pendings, strict=True)]
         try:
-            images: list[Any] = lead.renderer.get().render_batch([pendings[i].request for i in todo], lead.frame_size)
+            images: Sequence[Any] = lead.renderer.get().render_batch(
+                [pendings[i].request for i in todo], lead.frame_size
+            )
         except BackendCrash as err:
             images = [err] * len(todo)
         except BackendError as err:
@@ -384,10 +386,15 @@ class RenderFeedbackEnv(VisualEnv):
 
     def _apply(self, action: Any, backend_result: Any) -> Outcome:
         extras: Mapping[str, Any] = {}
+        drawn: Any
         if isinstance(action, str):
-            image = backend_result
-            if isinstance(image, Rendered):
-                image, extras = image.image, image.extras
+            drawn = backend_result
+        else:
+            drawn, code_length = self._draw_numeric(action)
+        if isinstance(drawn, Rendered):
+            drawn, extras = drawn.image, drawn.extras
+        image: np.ndarray = drawn
+        if isinstance(action, str):
             if (
                 not isinstance(image, np.ndarray)
                 or image.shape != (self.height, self.width, 3)
@@ -399,10 +406,6 @@ class RenderFeedbackEnv(VisualEnv):
                 )
             self._code = action
             code_length = len(action)
-        else:
-            image, code_length = self._draw_numeric(action)
-            if isinstance(image, Rendered):
-                image, extras = image.image, image.extras
         self.render_image = image
         self.render_extras = dict(extras)
         terms = self._update_quality(image, code_length)

@@ -346,7 +346,7 @@ class BoxInsideImage(Constraint):
 
     @property
     def description(self) -> str:  # type: ignore[override]
-        which = f"image {self.image_arg}" if self.image_arg else "the latest image"
+        which = f"the image {self.image_arg} names" if self.image_arg else "the latest image"
         return f"{self.arg} lies inside {which}, in its pixels"
 
     def arguments(self) -> tuple[str, ...]:

@@ -102,13 +102,14 @@ class EnvUnderTest:
         if not self.interfaces or unknown:
             raise ValueError(f"interfaces are a non-empty subset of {INTERFACES}, got {self.interfaces}")
 
-    def make(self, mode: str, **extra: Any) -> gym.Env:
+    # The checks reach into spaces, wrappers and vector envs whose gymnasium types are loose: Any here.
+    def make(self, mode: str, **extra: Any) -> Any:
         env = self.make_env(action_mode=mode, **{**self.kwargs, **extra})
-        if not isinstance(env.unwrapped, VisualEnv):
-            raise ContractError(f"{self.name}: the env under test must be a visrl VisualEnv, got {type(env.unwrapped)}")
+        if not isinstance(_base(env), VisualEnv):
+            raise ContractError(f"{self.name}: the env under test must be a visrl VisualEnv, got {type(_base(env))}")
         return env
 
-    def make_vec(self, mode: str, num_envs: int, vectorization_mode: str | None) -> gym.vector.VectorEnv:
+    def make_vec(self, mode: str, num_envs: int, vectorization_mode: str | None) -> Any:
         """A vector env: ``gym.make_vec``'s own mode for an id, Gymnasium's vector envs for a factory."""
         if self.env_id is not None:
             return gym.make_vec(
@@ -160,14 +161,22 @@ def arrays(obs: dict[str, Any]) -> list[np.ndarray]:
     return out
 
 
+def _base(env: gym.Env) -> VisualEnv:
+    """The visrl env inside ``env``'s wrappers (the checks call its methods)."""
+    base = env.unwrapped
+    if not isinstance(base, VisualEnv):
+        raise ContractError(f"the env under test must be a visrl VisualEnv, got {type(base).__name__}")
+    return base
+
+
 def random_action(env: gym.Env, rng: np.random.Generator) -> Any:
     """A seeded, well-formed random action of the env's interface."""
-    base = env.unwrapped
+    base = _base(env)
     return base.sample_text_action(rng) if base.action_mode == "text" else base.sample_numeric_action(rng)
 
 
 def oracle_action(env: gym.Env) -> Any:
-    base = env.unwrapped
+    base = _base(env)
     return base.oracle_text() if base.action_mode == "text" else base.oracle_numeric()
 
 
@@ -273,12 +282,12 @@ def check_gymnasium_checker(subject: EnvUnderTest, mode: str) -> None:
     from gymnasium.utils.env_checker import check_env
 
     env = subject.make(mode, render_mode="rgb_array")
-    if env.unwrapped.spec is None:  # a factory's env: give the checker a spec to remake it in every render mode
-        name = "".join(ch for ch in type(env.unwrapped).__name__ if ch.isalnum()) or "Env"
+    if _base(env).spec is None:  # a factory's env: give the checker a spec to remake it in every render mode
+        name = "".join(ch for ch in type(_base(env)).__name__ if ch.isalnum()) or "Env"
         entry = functools.partial(subject.make_env, action_mode=mode, **subject.kwargs)
-        env.unwrapped.spec = EnvSpec(f"visrl-contract/{name}-v0", entry_point=entry)
+        _base(env).spec = EnvSpec(f"visrl-contract/{name}-v0", entry_point=entry)
     try:
-        _strict(lambda: check_env(env.unwrapped, skip_render_check=False))
+        _strict(lambda: check_env(_base(env), skip_render_check=False))
     finally:
         env.close()
 
@@ -290,7 +299,7 @@ def check_sb3_checker(subject: EnvUnderTest, mode: str) -> None:
 
     env = subject.make(mode)
     try:
-        _strict(lambda: sb3_check_env(env.unwrapped, warn=True))
+        _strict(lambda: sb3_check_env(_base(env), warn=True))
     finally:
         env.close()
 
@@ -316,7 +325,7 @@ def check_text_observation(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         space = env.observation_space["images"]
-        base = env.unwrapped
+        base = _base(env)
         expect(isinstance(space, ImageSequence), f"observation 'images' is {space!r}, not an ImageSequence")
         expect(space.frame == base.image_frame, f"frame {space.frame} != image_frame {base.image_frame}")
         expect(space.fixed == base.fixed_frame, "the space's fixed/variable frame differs from the env's")
@@ -472,8 +481,9 @@ def check_task_seed_replay(subject: EnvUnderTest, mode: str) -> None:
     try:
         rng = np.random.default_rng(0)
         obs, info = env.reset(seed=5)
-        base = env.unwrapped
-        actions, first = [], [(obs, info)]
+        base = _base(env)
+        actions: list[Any] = []
+        first: list[tuple[Any, ...]] = [(obs, info)]
         for _ in range(4):
             action = random_action(env, rng)
             actions.append(action)
@@ -482,7 +492,7 @@ def check_task_seed_replay(subject: EnvUnderTest, mode: str) -> None:
                 break
         env.reset(seed=99)
         env.step(actions[0])
-        second = [env.reset(options={"task_seed": info["task_seed"]})]
+        second: list[tuple[Any, ...]] = [env.reset(options={"task_seed": info["task_seed"]})]
         fresh = np.random.default_rng([info["task_seed"], EPISODE_STREAM])
         expect(copy.deepcopy(base.episode_rng).random() == fresh.random(), "in-episode randomness does not restart")
         second += [env.step(a) for a in actions]
@@ -507,7 +517,7 @@ def check_pickling(subject: EnvUnderTest, mode: str) -> None:
         if terminated or truncated:  # a one-turn episode: pickle at the start of the next one
             env.reset()
         clone = pickle.loads(pickle.dumps(env))
-        expect(all(not h.active for h in clone.unwrapped.backends.values()), "a backend travelled with the env")
+        expect(all(not h.active for h in _base(clone).backends.values()), "a backend travelled with the env")
         try:
             for _ in range(3):
                 action = random_action(env, rng)
@@ -526,7 +536,7 @@ def check_pickling(subject: EnvUnderTest, mode: str) -> None:
 def check_backend_rebuild_is_invisible(subject: EnvUnderTest, mode: str) -> None:
     """A backend discarded mid-episode is rebuilt (and restored, when stateful) without a trace."""
     env = subject.make(mode)
-    names = list(env.unwrapped.backends)
+    names = list(_base(env).backends)
     env.close()
     if not names:
         raise ContractSkip("the env has no backends")
@@ -535,7 +545,7 @@ def check_backend_rebuild_is_invisible(subject: EnvUnderTest, mode: str) -> None
 
         def discard(env: gym.Env, k: int, name: str = name) -> None:
             if k in (2, 5):
-                env.unwrapped.backends[name].discard()
+                _base(env).backends[name].discard()
 
         expect(
             digest_of(run_trajectory(subject, mode, 3, 8, before_step=discard)) == reference,
@@ -549,7 +559,7 @@ def check_truncation_at_horizon(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         env.reset(seed=0)
-        horizon = env.unwrapped.horizon
+        horizon = _base(env).horizon
         if env.spec is not None and env.spec.max_episode_steps is not None:
             expect(horizon <= env.spec.max_episode_steps, f"horizon {horizon} > max_episode_steps")
         for step in range(1, horizon + 1):
@@ -569,9 +579,9 @@ def check_numeric_episode_ends(subject: EnvUnderTest, mode: str) -> None:
         rng = np.random.default_rng(0)
         for seed in range(3):
             env.reset(seed=seed)
-            horizon = env.unwrapped.horizon
+            horizon = _base(env).horizon
             for step in range(1, horizon + 1):
-                _, _, terminated, truncated, _ = env.step(env.unwrapped.sample_numeric_action(rng))
+                _, _, terminated, truncated, _ = env.step(_base(env).sample_numeric_action(rng))
                 if terminated:
                     break
                 expect(truncated == (step == horizon), f"truncated={truncated} at step {step} of {horizon}")
@@ -641,15 +651,15 @@ def check_render_human(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode, render_mode="human")
     try:
         env.reset(seed=0)  # human mode renders on reset and step
-        display = env.unwrapped._display
+        display = _base(env)._display
         expect(display is not None and pygame.display.get_surface() is not None, "no window after reset")
-        frame = env.unwrapped._render_frame()
+        frame = _base(env)._render_frame()
         shown = np.transpose(pygame.surfarray.array3d(pygame.display.get_surface()), (1, 0, 2))
         expect(shown.shape == frame.shape and np.array_equal(shown, frame), "the window does not show the frame")
-        env.step("garbage" if mode == "text" else env.unwrapped.sample_numeric_action(np.random.default_rng(0)))
+        env.step("garbage" if mode == "text" else _base(env).sample_numeric_action(np.random.default_rng(0)))
     finally:
         env.close()
-    expect(env.unwrapped._display is None, "close() left the window open")
+    expect(_base(env)._display is None, "close() left the window open")
 
 
 @check("text", "numeric")
@@ -658,7 +668,7 @@ def check_close(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     env.reset(seed=0)
     env.step(oracle_action(env))
-    base = env.unwrapped
+    base = _base(env)
     env.close()
     expect(all(not h.active for h in base.backends.values()), "close() left a backend running")
     env.close()
@@ -674,7 +684,7 @@ def check_reset_needed(subject: EnvUnderTest, mode: str) -> None:
     import gymnasium.error
 
     env = subject.make(mode)
-    base = env.unwrapped  # the env itself, not OrderEnforcing
+    base = _base(env)  # the env itself, not OrderEnforcing
     try:
 
         def refused(call: Callable[[], Any], what: str) -> None:
@@ -704,7 +714,7 @@ def check_malformed_text(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         env.reset(seed=0)
-        base = env.unwrapped
+        base = _base(env)
         for hostile in malformed_text_actions(base.tools, 200):
             obs, reward, terminated, truncated, info = env.step(hostile.text)
             shown = repr(hostile.text[:80])
@@ -727,7 +737,7 @@ def check_malformed_numeric(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         env.reset(seed=0)
-        base = env.unwrapped
+        base = _base(env)
         for what, action in malformed_numeric_actions(base.numeric_action_space):
             obs, reward, terminated, truncated, info = env.step(action)
             expect(info["action_error"] and info["env_error"] is None, f"{what} ({action!r:.60}) was accepted")
@@ -745,7 +755,7 @@ def check_parsing_is_linear(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         env.reset(seed=0)
-        base = env.unwrapped
+        base = _base(env)
         for pattern in ("<tool_call>", "<answer>", "<think>", "<svg", "```", "<think></think><answer>", "{[", "</svg>"):
             texts = {n: pattern * (n // len(pattern)) for n in (200_000, 800_000)}
             best = dict.fromkeys(texts, float("inf"))
@@ -779,7 +789,7 @@ def check_prompt_spec(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         obs, info = env.reset(seed=0)
-        base = env.unwrapped
+        base = _base(env)
         spec = base.prompt_spec()
         expect(info["prompt_spec"] == spec, "info['prompt_spec'] differs from prompt_spec()")
         expect(obs["text"] == build_prompt(spec), "the first text is not build_prompt(spec)")
@@ -804,7 +814,7 @@ def check_tool_schemas(subject: EnvUnderTest, mode: str) -> None:
     env = subject.make(mode)
     try:
         env.reset(seed=0)
-        base = env.unwrapped
+        base = _base(env)
         spec = base.prompt_spec()
         for tool in spec.tools:
             expect(set(tool) == {"type", "function"} and tool["type"] == "function", f"tool schema {tool}")
@@ -829,7 +839,7 @@ def check_tool_schemas(subject: EnvUnderTest, mode: str) -> None:
 def check_one_mdp(subject: EnvUnderTest, mode: str) -> None:
     """The text an agent would write for a numeric action gives the same state, reward and score."""
     probe = subject.make("numeric")
-    twin = probe.unwrapped.interface_twin_kwargs()
+    twin = _base(probe).interface_twin_kwargs()
     probe.close()
     numeric, text = subject.make("numeric", **twin), subject.make("text", **twin)
     try:
@@ -838,7 +848,7 @@ def check_one_mdp(subject: EnvUnderTest, mode: str) -> None:
             _, info = numeric.reset(seed=seed)
             text.reset(options={"task_seed": info["task_seed"]})
             for step in range(6):
-                n_base, t_base = numeric.unwrapped, text.unwrapped
+                n_base, t_base = _base(numeric), _base(text)
                 action = n_base.oracle_numeric() if step % 2 else n_base.sample_numeric_action(rng)
                 as_text = n_base.numeric_to_text(action)
                 n_obs, n_reward, n_term, n_trunc, n_info = numeric.step(action)
@@ -859,7 +869,7 @@ def check_one_mdp(subject: EnvUnderTest, mode: str) -> None:
 
 def _backend_names(subject: EnvUnderTest, mode: str) -> list[str]:
     env = subject.make(mode)
-    names = list(env.unwrapped.backends)
+    names = list(_base(env).backends)
     env.close()
     if not names:
         raise ContractSkip("the env has no backends")
@@ -878,7 +888,7 @@ def check_backend_faults_in_step(subject: EnvUnderTest, mode: str) -> None:
                 reference.reset(seed=0)
                 env.reset(seed=0)
                 expected = reference.step(oracle_action(reference))
-                handle = env.unwrapped.backends[name]
+                handle = _base(env).backends[name]
                 handle.inject_fault(kind=kind)
                 result = env.step(oracle_action(env))
                 obs, reward, terminated, truncated, info = result
@@ -912,13 +922,13 @@ def check_backend_faults_in_reset(subject: EnvUnderTest, mode: str) -> None:
             env = subject.make(mode)
             try:
                 clean = digest_of([env.reset(seed=4)])
-                handle = env.unwrapped.backends[name]
+                handle = _base(env).backends[name]
                 handle.inject_fault(1, kind=kind)
                 expect(digest_of([env.reset(seed=4)]) == clean, f"{kind} fault in {name!r}: the retried reset differs")
                 if handle.pending_faults:  # reset does not use this backend in this interface
                     handle.inject_fault(0)
                 elif kind == "error":
-                    handle.inject_fault(env.unwrapped.reset_retries + 1)
+                    handle.inject_fault(_base(env).reset_retries + 1)
                     try:
                         env.reset(seed=4)
                     except BackendUnavailable as err:
@@ -937,7 +947,7 @@ def check_backend_errors_in_every_stage(subject: EnvUnderTest, mode: str) -> Non
         env = subject.make(mode)
         try:
             env.reset(seed=0)
-            base = env.unwrapped
+            base = _base(env)
 
             def fail(*args: Any, **kwargs: Any) -> Any:
                 raise BackendError("broken on purpose", "test backend")

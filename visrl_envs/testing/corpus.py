@@ -160,11 +160,11 @@ def malformed_numeric_actions(space: spaces.Space) -> list[tuple[str, Any]]:
         ]
     elif isinstance(space, spaces.MultiDiscrete):
         nvec = np.asarray(space.nvec).reshape(-1)
-        start = np.broadcast_to(np.asarray(space.start), space.nvec.shape).reshape(-1)
-        ok = start.copy()
+        starts = np.broadcast_to(np.asarray(space.start), space.nvec.shape).reshape(-1)
+        ok = starts.copy()
         too_high, too_low = ok.copy(), ok.copy()
-        too_high[0] = start[0] + nvec[0]
-        too_low[-1] = start[-1] - 1
+        too_high[0] = starts[0] + nvec[0]
+        too_low[-1] = starts[-1] - 1
         out += [
             ("one item too many", np.concatenate([ok, ok[:1]])),
             ("one item too few", ok[:-1] if ok.size > 1 else np.zeros(0, dtype=np.int64)),
